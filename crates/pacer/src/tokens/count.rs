@@ -1,0 +1,212 @@
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+/// What a request is charged for `max_tokens` when it sets none. Providers do
+/// not document theirs; the simulated provider uses the same number, so the
+/// engine's estimate and the simulator's charge agree.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 1024;
+
+/// Per-message overhead in chat formats (`<|start|>{role}\n{content}<|end|>\n`).
+const TOKENS_PER_MESSAGE: u64 = 3;
+/// Every reply is primed with `<|start|>assistant<|message|>`.
+const TOKENS_REPLY_PRIMING: u64 = 3;
+
+/// The tokenizer encoding a model is counted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// GPT-4o, GPT-4.1, GPT-5, o-series; also the approximation for other families.
+    O200k,
+    /// GPT-4, GPT-3.5, text-embedding-3 and ada-002.
+    Cl100k,
+}
+
+/// The encoding used to count `model`'s tokens.
+pub fn encoding_for_model(model: &str) -> Encoding {
+    let m = model.to_ascii_lowercase();
+    let m = m.rsplit('/').next().unwrap_or(&m); // "openai/gpt-4" style names
+    let cl100k = (m.starts_with("gpt-4") && !m.starts_with("gpt-4o") && !m.starts_with("gpt-4.1"))
+        || m.starts_with("gpt-3.5")
+        || m.starts_with("text-embedding-")
+        || m.starts_with("davinci-002")
+        || m.starts_with("babbage-002");
+    if cl100k {
+        Encoding::Cl100k
+    } else {
+        Encoding::O200k
+    }
+}
+
+fn bpe(enc: Encoding) -> &'static CoreBPE {
+    static O200K: OnceLock<CoreBPE> = OnceLock::new();
+    static CL100K: OnceLock<CoreBPE> = OnceLock::new();
+    match enc {
+        Encoding::O200k => {
+            O200K.get_or_init(|| tiktoken_rs::o200k_base().expect("o200k vocabulary ships with tiktoken-rs"))
+        }
+        Encoding::Cl100k => {
+            CL100K.get_or_init(|| tiktoken_rs::cl100k_base().expect("cl100k vocabulary ships with tiktoken-rs"))
+        }
+    }
+}
+
+/// Tokens in `text` under `model`'s encoding.
+pub fn count_text(model: &str, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    bpe(encoding_for_model(model)).encode_ordinary(text).len() as u64
+}
+
+/// A request's token charge, as a provider computes it at admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenEstimate {
+    /// Prompt (input) tokens, chat overhead included.
+    pub prompt: u64,
+    /// The most the request may generate: `max_tokens` × `n`.
+    pub max_output: u64,
+}
+
+impl TokenEstimate {
+    /// The charge against a tokens-per-minute limit.
+    pub fn total(&self) -> u64 {
+        self.prompt + self.max_output
+    }
+}
+
+/// Estimate the token charge of a request sent to `path` (an endpoint path such
+/// as `/v1/chat/completions`) with JSON `body`.
+pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let path = path.trim_end_matches('/');
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    let max_tokens = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .or_else(|| body.get("max_output_tokens"))
+        .and_then(Value::as_u64);
+
+    if path.ends_with("/embeddings") {
+        return TokenEstimate {
+            prompt: count_input(model, body.get("input")),
+            max_output: 0,
+        };
+    }
+    if path.ends_with("/messages") {
+        // Anthropic Messages: system + messages; the overhead is the same order.
+        let mut prompt = TOKENS_REPLY_PRIMING;
+        if let Some(system) = body.get("system") {
+            prompt += count_content(model, system);
+        }
+        for msg in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+            prompt += TOKENS_PER_MESSAGE + count_content(model, msg.get("content").unwrap_or(&Value::Null));
+        }
+        return TokenEstimate {
+            prompt,
+            max_output: max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
+        };
+    }
+    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
+        let mut prompt = TOKENS_REPLY_PRIMING;
+        for msg in messages {
+            prompt += TOKENS_PER_MESSAGE;
+            if let Some(role) = msg.get("role").and_then(Value::as_str) {
+                prompt += count_text(model, role);
+            }
+            if let Some(name) = msg.get("name").and_then(Value::as_str) {
+                prompt += count_text(model, name) + 1;
+            }
+            prompt += count_content(model, msg.get("content").unwrap_or(&Value::Null));
+        }
+        return TokenEstimate {
+            prompt,
+            max_output: max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS) * n,
+        };
+    }
+    // Completions (`prompt`) and Responses (`input`).
+    let prompt = count_input(model, body.get("prompt").or_else(|| body.get("input")));
+    TokenEstimate {
+        prompt,
+        max_output: max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS) * n,
+    }
+}
+
+/// `input`/`prompt` fields: a string, an array of strings, or token arrays.
+fn count_input(model: &str, input: Option<&Value>) -> u64 {
+    match input {
+        Some(Value::String(s)) => count_text(model, s),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => count_text(model, s),
+                Value::Number(_) => 1, // a pre-tokenized prompt
+                Value::Array(tokens) => tokens.len() as u64,
+                other => count_content(model, other),
+            })
+            .sum(),
+        Some(other) => count_content(model, other),
+        None => 0,
+    }
+}
+
+/// A message's content: a string, or an array of parts (`{"type":"text","text":...}`).
+fn count_content(model: &str, content: &Value) -> u64 {
+    match content {
+        Value::String(s) => count_text(model, s),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => count_text(model, s),
+                Value::Object(o) => {
+                    let text = o.get("text").and_then(Value::as_str).unwrap_or("");
+                    let nested = o.get("content").map(|c| count_content(model, c)).unwrap_or(0);
+                    count_text(model, text) + nested
+                }
+                _ => 0,
+            })
+            .sum(),
+        Value::Object(o) => o.get("text").and_then(Value::as_str).map(|t| count_text(model, t)).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encodings_follow_the_model_family() {
+        assert_eq!(encoding_for_model("gpt-4o-mini"), Encoding::O200k);
+        assert_eq!(encoding_for_model("gpt-4.1-nano"), Encoding::O200k);
+        assert_eq!(encoding_for_model("gpt-4-turbo"), Encoding::Cl100k);
+        assert_eq!(encoding_for_model("gpt-3.5-turbo"), Encoding::Cl100k);
+        assert_eq!(encoding_for_model("text-embedding-3-small"), Encoding::Cl100k);
+        assert_eq!(encoding_for_model("claude-3-5-sonnet"), Encoding::O200k);
+    }
+
+    #[test]
+    fn chat_charge_counts_overhead_and_max_tokens_times_n() {
+        // OpenAI's cookbook: "Hello world" as one user message with gpt-4o is
+        // 3 (message) + 1 ("user") + 2 ("Hello world") + 3 (priming) = 9.
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello world"}], "max_tokens": 10, "n": 2});
+        let est = estimate_request("/v1/chat/completions", &body);
+        assert_eq!(est.prompt, 9);
+        assert_eq!(est.max_output, 20);
+        assert_eq!(est.total(), 29);
+    }
+
+    #[test]
+    fn absent_max_tokens_uses_the_default() {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(estimate_request("/v1/chat/completions", &body).max_output, DEFAULT_MAX_OUTPUT_TOKENS);
+    }
+
+    #[test]
+    fn embeddings_charge_only_input() {
+        let body = json!({"model": "text-embedding-3-small", "input": ["Hello world", "Hello world"]});
+        let est = estimate_request("/v1/embeddings", &body);
+        assert_eq!(est, TokenEstimate { prompt: 4, max_output: 0 });
+    }
+}

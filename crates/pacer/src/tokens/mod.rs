@@ -1,0 +1,18 @@
+//! Token counting, the way providers count a request against a tokens-per-minute limit.
+//!
+//! A provider charges a request at admission with its *prompt tokens* plus the
+//! most it may generate (`max_tokens` or `max_completion_tokens`, times `n`).
+//! pacer reserves that charge before sending and reconciles it with the real
+//! `usage` afterwards; the simulated provider charges with this very module, so
+//! the two agree exactly.
+//!
+//! OpenAI models are counted with their own encoding (o200k for the GPT-4o and
+//! later families, cl100k for GPT-4 / GPT-3.5 / embeddings). Other families
+//! (Claude, Gemini, Llama, DeepSeek...) use o200k as a stated approximation.
+
+mod count;
+
+pub use count::{
+    count_text, encoding_for_model, estimate_request, Encoding, TokenEstimate,
+    DEFAULT_MAX_OUTPUT_TOKENS,
+};

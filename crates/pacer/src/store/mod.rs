@@ -1,1 +1,30 @@
-//! (in progress)
+//! The job store: the source of truth for every request's state and result.
+//!
+//! Why SQLite, and why this shape (after effectum):
+//! - **One writer.** Every change goes through one [`Writer`] thread that owns
+//!   its connection and commits in batches (`BEGIN IMMEDIATE`, many rows, one
+//!   commit). Per-request commits would cap a run at a few hundred requests a
+//!   second; batches make durable state nearly free.
+//! - **WAL.** Readers (the scheduler paging through pending work, `pacer
+//!   status`) never block the writer. The pragma is read back and checked,
+//!   since SQLite silently keeps another mode where WAL is unavailable.
+//! - **The output file follows the store.** A finished request's output line
+//!   is committed to the store first, then appended to the output file and
+//!   synced, then marked written together with the file's new length. After a
+//!   crash, [`JobStore::recover`] cuts the file back to the last recorded
+//!   length (no partial or unrecorded line survives) and re-appends every
+//!   committed line not yet marked written. So the output holds every
+//!   finished request exactly once, and nothing finished is ever sent again.
+//! - **At-least-once for in-flight work.** A request is marked in flight
+//!   (batched) when it is sent; one still in flight at a crash went out but its
+//!   answer was lost, so the next run sends it again and counts it as re-sent.
+//! - **Crash recovery at start-up**, schema migrations in SQL files
+//!   (`migrations/`), `now` never read inside: the store keeps no clocks.
+
+mod error;
+mod job_store;
+mod writer;
+
+pub use error::StoreError;
+pub use job_store::{Counts, JobStore, PendingCursor, PendingRow, Recovery, RequestState};
+pub use writer::{Command, Durable, Writer};

@@ -1,0 +1,29 @@
+-- One row a request of the job; the source of truth for its state and result.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE requests (
+    idx               INTEGER PRIMARY KEY,   -- input order
+    custom_id         TEXT    NOT NULL,
+    priority          INTEGER NOT NULL DEFAULT 0,
+    state             INTEGER NOT NULL DEFAULT 0, -- 0 pending, 1 in flight, 2 done, 3 failed
+    attempts          INTEGER NOT NULL DEFAULT 0, -- sends so far, over every run
+    url               TEXT    NOT NULL,
+    body              TEXT    NOT NULL,
+    model             TEXT,
+    est_prompt        INTEGER NOT NULL,
+    est_output        INTEGER NOT NULL,
+    last_error        TEXT,
+    result            TEXT,                  -- the output line, until it is in the output file
+    written           INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    cost_usd          REAL
+);
+
+-- The scheduler's order: priority, then input order, over pending work only.
+CREATE INDEX requests_pending ON requests (priority DESC, idx) WHERE state = 0;
+-- Finished rows whose line is not yet in the output file (crash recovery).
+CREATE INDEX requests_unwritten ON requests (idx) WHERE written = 0 AND state >= 2;

@@ -1,1 +1,27 @@
-//! (in progress)
+//! Admission: how fast requests and tokens may go, and when nobody may go.
+//!
+//! Providers enforce their limits as leaky buckets refilled continuously, so
+//! pacer paces with the same shape: the Generic Cell Rate Algorithm
+//! ([`Gcra`]), as in `governor`, whose whole state is one instant. It spaces
+//! requests exactly (rate 10/s, burst 1: a request every 100 ms, no clumps
+//! at window edges) and lets a configured burst through at once. A
+//! [`RateLimiter`] wraps it for sharing between workers, once for requests and
+//! once for tokens: tokens are reserved from each request's estimate and
+//! reconciled with the real usage, and the bucket follows what the provider's
+//! headers say remains, so other users of the account do not cause 429s.
+//!
+//! A refusal is data, [`NotUntil`] with the instant to try again, not a bool:
+//! the caller sleeps exactly that long with tokio's clock, which is why every
+//! pure function here takes `now` and the tests run on a paused clock.
+//!
+//! One [`PauseGate`] stops everybody after a 429: the first worker to hear
+//! "retry after 20 s" closes it for all, so the other in-flight workers do not
+//! run into the same wall one by one.
+
+mod gcra;
+mod pause;
+mod rate_limiter;
+
+pub use gcra::{Gcra, NotUntil};
+pub use pause::PauseGate;
+pub use rate_limiter::RateLimiter;

@@ -1,1 +1,13 @@
-//! (in progress)
+//! Report: what a run tells the people watching it.
+//!
+//! The engine emits [`Event`]s on a channel; whoever shows progress (the CLI's
+//! bar, plain log lines, a library user's own UI) folds them into a [`Tally`]
+//! and reads [`Snapshot`]s from it. The engine folds the same events into its
+//! own tally for the final [`Summary`], so what is printed and what is
+//! returned cannot disagree.
+
+mod event;
+mod tally;
+
+pub use event::{Event, PaceSource};
+pub use tally::{Snapshot, Summary, Tally};

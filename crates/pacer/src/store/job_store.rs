@@ -339,3 +339,15 @@ impl JobStore {
 pub(super) fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
     StoreError::Sqlite { path: path.to_path_buf(), source }
 }
+
+impl JobStore {
+    /// The distinct models named by the job's unfinished requests.
+    pub fn models(&self) -> Result<Vec<Option<String>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT model FROM requests WHERE state < 2")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}

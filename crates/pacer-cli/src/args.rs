@@ -1,0 +1,185 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pacer: make large jobs against LLM APIs finish — paced under every limit,
+/// retried the right way, resumable after any crash, with the bill known.
+#[derive(Debug, Parser)]
+#[command(name = "pacer", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send every request of a batch file, paced, retried and resumable.
+    Run(RunArgs),
+    /// Run the simulated OpenAI/Anthropic-compatible provider.
+    Mock(pacer_mock::MockConfig),
+    /// Print a run's progress from its state file.
+    Status(StatusArgs),
+    /// Count requests, tokens, cost and minimum duration without sending anything.
+    Estimate(EstimateArgs),
+    /// Rebuild documents from the results of a split folder run.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Openai,
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    Bar,
+    Plain,
+    None,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    pacer::provider::parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration (try 30s, 5m, 1m30s, 500ms)"))
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// Options that shape requests from prompts and documents.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Model for prompt JSONL and folder inputs.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// `max_tokens` for prompt JSONL and folder inputs.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// `temperature` for prompt JSONL and folder inputs.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Prompt template for a folder of documents: fills {text}, {name}, {path}.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// Split documents longer than this many tokens into chunks.
+    #[arg(long)]
+    pub split_tokens: Option<u64>,
+    /// Tokens repeated from the end of one chunk at the start of the next.
+    #[arg(long, default_value_t = 0)]
+    pub overlap: u64,
+    /// Build Anthropic Messages requests from prompts and documents.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Input: OpenAI Batch JSONL, prompt JSONL, or a folder of documents.
+    pub input: PathBuf,
+    /// Output JSONL (default: the input's name with .results.jsonl).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// API base URL (default: $OPENAI_BASE_URL, then https://api.openai.com/v1).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Requests per minute (a hard ceiling; learned from the provider when absent).
+    #[arg(long, value_parser = positive_f64)]
+    pub rpm: Option<f64>,
+    /// Requests per second.
+    #[arg(long, value_parser = positive_f64)]
+    pub rps: Option<f64>,
+    /// Tokens per minute (prompt + max_tokens × n, as providers charge).
+    #[arg(long, value_parser = positive_f64)]
+    pub tpm: Option<f64>,
+    /// Largest burst of requests under --rpm (default: one minute's worth).
+    #[arg(long, value_parser = positive_f64)]
+    pub burst: Option<f64>,
+    /// Requests in flight at once [default: 50].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Retries per request before its last answer becomes its result.
+    #[arg(long, default_value_t = 10)]
+    pub max_retries: u32,
+    /// Total time for one attempt.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Longest silence between chunks of a streamed answer.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Stream answers (`stream: true`) and reassemble them.
+    #[arg(long)]
+    pub stream: bool,
+    /// State file (default: beside the output, with .pacer.db).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Discard the state and the output and start over.
+    #[arg(long)]
+    pub restart: bool,
+    /// Stop (resumably) before spending more than this many USD.
+    #[arg(long, value_parser = positive_f64)]
+    pub max_cost: Option<f64>,
+    /// A TOML price table overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Run against the built-in simulated provider (the default when no API key is set and no base URL is given).
+    #[arg(long)]
+    pub simulate: bool,
+    #[command(flatten)]
+    pub input_args: InputArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The state file (default: the only *.pacer.db in the current folder).
+    pub state: Option<PathBuf>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EstimateArgs {
+    /// Input: OpenAI Batch JSONL, prompt JSONL, or a folder of documents.
+    pub input: PathBuf,
+    /// A TOML price table overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    #[arg(long, value_parser = positive_f64)]
+    pub rpm: Option<f64>,
+    #[arg(long, value_parser = positive_f64)]
+    pub rps: Option<f64>,
+    #[arg(long, value_parser = positive_f64)]
+    pub tpm: Option<f64>,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub input_args: InputArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// A results JSONL written by `pacer run`.
+    pub results: PathBuf,
+    /// Join each document's chunk results in order (one line per document).
+    #[arg(long, required = true)]
+    pub by_document: bool,
+    /// Where to write (default: stdout).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}

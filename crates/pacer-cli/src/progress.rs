@@ -1,0 +1,185 @@
+//! Progress: a bar on a terminal, plain periodic lines elsewhere, and the
+//! final summary. Events arrive on a channel from the engine (as in oha); the
+//! display redraws on a tick, never once per event.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pacer::report::{Event, PaceSource, Snapshot, Summary, Tally};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+use crate::args::ProgressArg;
+
+/// How often the bar redraws.
+const BAR_TICK: Duration = Duration::from_millis(200);
+/// How often a plain progress line is printed when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+pub struct Reporter {
+    task: JoinHandle<()>,
+}
+
+enum Display {
+    Bar(ProgressBar),
+    Plain { last: Instant },
+    None,
+}
+
+impl Reporter {
+    pub fn spawn(rx: mpsc::UnboundedReceiver<Event>, mode: ProgressArg) -> Reporter {
+        let display = match mode {
+            ProgressArg::Auto if std::io::stderr().is_terminal() => Display::Bar(bar()),
+            ProgressArg::Bar => Display::Bar(bar()),
+            ProgressArg::Auto | ProgressArg::Plain => Display::Plain { last: Instant::now() },
+            ProgressArg::None => Display::None,
+        };
+        Reporter { task: tokio::spawn(report(rx, display)) }
+    }
+
+    /// Waits for the last events to be shown (the engine has dropped its sender).
+    pub async fn finish(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn bar() -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(5));
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {percent}% | {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
+    let mut tally = Tally::new(Instant::now());
+    let mut tick = interval(BAR_TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    if let Event::Stopping { reason } = &ev {
+                        if let Display::Bar(pb) = &display {
+                            pb.println(format!("pacer: stopping: {reason}"));
+                        }
+                    }
+                    tally.apply(Instant::now(), &ev);
+                }
+                None => break,
+            },
+            _ = tick.tick() => draw(&mut display, &tally.snapshot(Instant::now()), false),
+        }
+    }
+    draw(&mut display, &tally.snapshot(Instant::now()), true);
+    if let Display::Bar(pb) = &display {
+        pb.finish();
+    }
+}
+
+fn fmt_eta(s: Option<f64>) -> String {
+    match s {
+        None => "?".into(),
+        Some(s) if s.is_infinite() => "?".into(),
+        Some(s) => {
+            let s = s.round() as u64;
+            if s >= 3600 {
+                format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+            } else if s >= 60 {
+                format!("{}m{:02}s", s / 60, s % 60)
+            } else {
+                format!("{s}s")
+            }
+        }
+    }
+}
+
+fn pace_text(s: &Snapshot) -> String {
+    let source = match s.pace_source {
+        Some(PaceSource::Configured) => "configured",
+        Some(PaceSource::Headers) => "from headers",
+        Some(PaceSource::Learned) => "learned",
+        Some(PaceSource::Unlimited) | None => return "pace: unlimited".into(),
+    };
+    let mut parts = Vec::new();
+    if let Some(r) = s.pace_rpm {
+        parts.push(format!("{r:.0} rpm"));
+    }
+    if let Some(t) = s.pace_tpm {
+        parts.push(format!("{t:.0} tpm"));
+    }
+    format!("pace: {} ({source})", parts.join(", "))
+}
+
+fn message(s: &Snapshot) -> String {
+    let cost = if s.unknown_cost {
+        format!("{} + unknown", pacer::cost::format_usd(s.cost_usd))
+    } else {
+        pacer::cost::format_usd(s.cost_usd)
+    };
+    format!(
+        "{:.0} req/min, {:.0} tok/min | 429s {} | retries {} | failed {} | {} | ETA {} | {}",
+        s.requests_per_min,
+        s.tokens_per_min,
+        s.rate_limited,
+        s.retries,
+        s.failed,
+        cost,
+        fmt_eta(s.eta_s),
+        pace_text(s)
+    )
+}
+
+fn draw(display: &mut Display, s: &Snapshot, last: bool) {
+    match display {
+        Display::Bar(pb) => {
+            pb.set_length(s.total);
+            pb.set_position(s.finished);
+            pb.set_message(message(s));
+        }
+        Display::Plain { last: printed } => {
+            if last || printed.elapsed() >= PLAIN_EVERY {
+                *printed = Instant::now();
+                eprintln!("pacer: {}/{} done | {}", s.finished, s.total, message(s));
+            }
+        }
+        Display::None => {}
+    }
+}
+
+/// The human summary, on stderr.
+pub fn print_summary(s: &Summary) {
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
+    let cost = if s.cost_unknown {
+        format!("{} + unknown (some models have no price; see --prices)", pacer::cost::format_usd(s.cost_usd))
+    } else {
+        pacer::cost::format_usd(s.cost_usd)
+    };
+    eprintln!(
+        "\nsummary: {} requests: {} succeeded, {} failed, {} pending\n\
+         this run: {} finished, {} sent, {} answered 429, {} retries, {} re-sent after crashes (all runs)\n\
+         latency: p50 {}, p95 {}, p99 {}\n\
+         tokens: {} prompt, {} completion; cost {}\n\
+         wall time: {:.1} s",
+        s.total,
+        s.succeeded,
+        s.failed,
+        s.pending,
+        s.finished_this_run,
+        s.sent,
+        s.rate_limited,
+        s.retries,
+        s.resent,
+        ms(s.latency_ms_p50),
+        ms(s.latency_ms_p95),
+        ms(s.latency_ms_p99),
+        s.prompt_tokens,
+        s.completion_tokens,
+        cost,
+        s.wall_s
+    );
+}

@@ -1,0 +1,225 @@
+//! Every knob of `pacer mock`, as one clap `Args` struct so the CLI and tests
+//! share the exact same names and defaults.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The API key accepted when `--keys` is not given.
+pub const DEFAULT_KEY: &str = "sk-mock-key";
+
+/// How a 429 tells the client when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RetryAfterStyle {
+    /// `retry-after` (whole seconds, rounded up) and `retry-after-ms`, as OpenAI sends them.
+    #[default]
+    Both,
+    /// `retry-after: N` only, whole seconds rounded up.
+    Seconds,
+    /// `retry-after-ms: N` only.
+    Ms,
+    /// `retry-after: <HTTP date>`.
+    HttpDate,
+    /// No retry hint at all (the client must guess).
+    None,
+}
+
+/// A window, measured from server start, during which every request gets 503.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outage {
+    /// When the outage begins, after server start.
+    pub start: Duration,
+    /// How long it lasts.
+    pub duration: Duration,
+}
+
+impl Outage {
+    /// Whether `since_start` falls inside the window.
+    pub fn covers(&self, since_start: Duration) -> bool {
+        since_start >= self.start && since_start < self.start + self.duration
+    }
+}
+
+impl std::str::FromStr for Outage {
+    type Err = String;
+
+    /// `START:DURATION`, both in seconds (fractions allowed): `30:10`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (start, duration) = s
+            .split_once(':')
+            .ok_or_else(|| format!("expected START:DURATION in seconds, got {s:?}"))?;
+        let secs = |v: &str| -> Result<Duration, String> {
+            let f: f64 = v.trim().parse().map_err(|_| format!("not a number of seconds: {v:?}"))?;
+            Duration::try_from_secs_f64(f).map_err(|_| format!("not a valid number of seconds: {v:?}"))
+        };
+        Ok(Outage {
+            start: secs(start)?,
+            duration: secs(duration)?,
+        })
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("not a number: {s:?}"))?;
+    if (0.0..=1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("a rate is between 0 and 1, got {f}"))
+    }
+}
+
+fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("not a whole number: {s:?}")),
+    }
+}
+
+/// The simulated provider's configuration: every flag of `pacer mock`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MockConfig {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed first).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Accepted API keys, comma separated (Authorization: Bearer KEY or x-api-key: KEY).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_KEY)]
+    pub keys: Vec<String>,
+
+    /// Requests per minute allowed per key (a continuously refilling bucket).
+    #[arg(long, value_parser = parse_positive)]
+    pub rpm: Option<u64>,
+
+    /// Tokens per minute allowed per key; a request is charged prompt tokens + max_tokens × n at admission.
+    #[arg(long, value_parser = parse_positive)]
+    pub tpm: Option<u64>,
+
+    /// Request bucket capacity (default: the full --rpm); the token bucket keeps the same share of --tpm.
+    #[arg(long, requires = "rpm", value_parser = parse_positive)]
+    pub burst: Option<u64>,
+
+    /// How 429s say when to retry.
+    #[arg(long, value_enum, default_value_t = RetryAfterStyle::Both)]
+    pub retry_after: RetryAfterStyle,
+
+    /// Send no rate-limit headers (limits are still enforced).
+    #[arg(long)]
+    pub hide_headers: bool,
+
+    /// After N accepted requests, every request gets 429 insufficient_quota.
+    #[arg(long)]
+    pub quota: Option<u64>,
+
+    /// Share of accepted requests answered 500/502/503.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+
+    /// Share of accepted requests answered 529 overloaded_error.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub overload_rate: f64,
+
+    /// Latency before answering, in milliseconds (the median when --latency-tail is set).
+    #[arg(long, default_value_t = 0)]
+    pub latency: u64,
+
+    /// Draw latency from a heavy-tailed (log-normal) distribution around --latency.
+    #[arg(long)]
+    pub latency_tail: bool,
+
+    /// Share of requests accepted and never answered.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub hang_rate: f64,
+
+    /// Share of requests whose connection is closed in the middle of the answer.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub reset_rate: f64,
+
+    /// START:DURATION in seconds after start during which everything gets 503 (repeatable).
+    #[arg(long)]
+    pub outage: Vec<Outage>,
+
+    /// Seed for the fault dice, for repeatable runs (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Delay between streamed chunks, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub chunk_delay: u64,
+
+    /// Share of streams ended early, without their final event or [DONE].
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub stream_cut_rate: f64,
+}
+
+impl Default for MockConfig {
+    /// No limits, no faults, the default key, a free port on loopback.
+    fn default() -> Self {
+        MockConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            keys: vec![DEFAULT_KEY.to_string()],
+            rpm: None,
+            tpm: None,
+            burst: None,
+            retry_after: RetryAfterStyle::Both,
+            hide_headers: false,
+            quota: None,
+            error_rate: 0.0,
+            overload_rate: 0.0,
+            latency: 0,
+            latency_tail: false,
+            hang_rate: 0.0,
+            reset_rate: 0.0,
+            outage: Vec::new(),
+            seed: None,
+            chunk_delay: 0,
+            stream_cut_rate: 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        mock: MockConfig,
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "mock", "--listen", "127.0.0.1:0", "--keys", "a,b", "--rpm", "60", "--burst", "10",
+            "--retry-after", "http-date", "--outage", "5:2.5", "--outage", "30:1", "--error-rate", "0.1",
+        ])
+        .unwrap();
+        let m = cli.mock;
+        assert_eq!(m.keys, vec!["a", "b"]);
+        assert_eq!(m.rpm, Some(60));
+        assert_eq!(m.burst, Some(10));
+        assert_eq!(m.retry_after, RetryAfterStyle::HttpDate);
+        assert_eq!(m.outage.len(), 2);
+        assert_eq!(m.outage[0].duration, Duration::from_millis(2500));
+        assert!(m.outage[0].covers(Duration::from_secs(6)));
+        assert!(!m.outage[0].covers(Duration::from_millis(7500)));
+        assert_eq!(m.error_rate, 0.1);
+    }
+
+    #[test]
+    fn defaults_match_the_help() {
+        let m = Cli::try_parse_from(["mock"]).unwrap().mock;
+        assert_eq!(m.listen.port(), 8080);
+        assert_eq!(m.keys, vec![DEFAULT_KEY]);
+        assert_eq!(m.retry_after, RetryAfterStyle::Both);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["mock", "--error-rate", "1.5"]).is_err());
+        assert!(Cli::try_parse_from(["mock", "--burst", "5"]).is_err(), "--burst needs --rpm");
+        assert!(Cli::try_parse_from(["mock", "--outage", "5"]).is_err());
+        assert!(Cli::try_parse_from(["mock", "--rpm", "0"]).is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! The state every request handler shares.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::MockConfig;
+use crate::faults::FaultPlan;
+use crate::limits::RateLimiter;
+use crate::stats::Recorder;
+
+/// Built once at start; everything mutable inside is an atomic or a short
+/// mutex section, so handlers never wait on each other across an `.await`.
+pub(crate) struct MockState {
+    pub config: MockConfig,
+    /// Server start on tokio's clock (outages and the log are measured from it).
+    pub started: Instant,
+    /// Accepted key → its index in `config.keys`.
+    pub keys: HashMap<String, usize>,
+    pub limiter: RateLimiter,
+    pub recorder: Recorder,
+    pub faults: FaultPlan,
+    /// The next request's arrival number.
+    pub seq: AtomicU64,
+    /// Flips to `true` on shutdown, so hung requests let the server stop.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl MockState {
+    pub fn new(config: MockConfig) -> Self {
+        let started = Instant::now();
+        let keys = config
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
+        MockState {
+            limiter: RateLimiter::new(&config.keys, config.rpm, config.tpm, config.burst, started),
+            recorder: Recorder::new(&config.keys),
+            faults: FaultPlan::new(&config),
+            keys,
+            started,
+            seq: AtomicU64::new(0),
+            shutdown: watch::Sender::new(false),
+            config,
+        }
+    }
+}

@@ -1,0 +1,103 @@
+use serde::Serialize;
+use serde_json::Value;
+
+/// Tokens a provider billed for one request, normalised across APIs.
+///
+/// `prompt_tokens` is every input token, cached ones included; `cached_tokens`
+/// is the part of it served from the prompt cache (billed at the cached price).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// The `usage` of a response body from any supported endpoint:
+    /// - OpenAI chat, completions, embeddings: `usage.prompt_tokens`,
+    ///   `usage.completion_tokens` (absent for embeddings),
+    ///   `usage.prompt_tokens_details.cached_tokens`;
+    /// - OpenAI Responses: `usage.input_tokens`, `output_tokens`,
+    ///   `input_tokens_details.cached_tokens` (input includes cached);
+    /// - Anthropic Messages: `usage.input_tokens`, `output_tokens`,
+    ///   `cache_read_input_tokens`, `cache_creation_input_tokens` (input
+    ///   excludes both; both are added to the prompt, reads as cached).
+    ///
+    /// `None` when the body has no usage pacer understands.
+    pub fn from_response(body: &Value) -> Option<Usage> {
+        let usage = body.get("usage")?;
+        let n = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64);
+        if let Some(prompt) = n(usage, "prompt_tokens") {
+            let cached = usage
+                .get("prompt_tokens_details")
+                .and_then(|d| n(d, "cached_tokens"))
+                .unwrap_or(0);
+            return Some(Usage {
+                prompt_tokens: prompt,
+                cached_tokens: cached.min(prompt),
+                completion_tokens: n(usage, "completion_tokens").unwrap_or(0),
+            });
+        }
+        let input = n(usage, "input_tokens");
+        let output = n(usage, "output_tokens");
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        // Responses API: the cache is a detail of input_tokens.
+        let details_cached = usage
+            .get("input_tokens_details")
+            .and_then(|d| n(d, "cached_tokens"))
+            .unwrap_or(0);
+        // Anthropic: cache reads and writes are counted beside input_tokens.
+        let cache_read = n(usage, "cache_read_input_tokens").unwrap_or(0);
+        let cache_write = n(usage, "cache_creation_input_tokens").unwrap_or(0);
+        let prompt = input.unwrap_or(0) + cache_read + cache_write;
+        Some(Usage {
+            prompt_tokens: prompt,
+            cached_tokens: (details_cached + cache_read).min(prompt),
+            completion_tokens: output.unwrap_or(0),
+        })
+    }
+
+    /// Prompt plus completion tokens.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn usage(prompt: u64, cached: u64, completion: u64) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: completion,
+        })
+    }
+
+    #[test]
+    fn reads_every_supported_shape() {
+        let chat = json!({"usage": {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 1024}}});
+        assert_eq!(Usage::from_response(&chat), usage(1200, 1024, 300));
+        let embeddings = json!({"usage": {"prompt_tokens": 8, "total_tokens": 8}});
+        assert_eq!(Usage::from_response(&embeddings), usage(8, 0, 0));
+        let responses = json!({"usage": {"input_tokens": 500, "input_tokens_details": {"cached_tokens": 200},
+            "output_tokens": 40, "output_tokens_details": {"reasoning_tokens": 10}, "total_tokens": 540}});
+        assert_eq!(Usage::from_response(&responses), usage(500, 200, 40));
+        let anthropic = json!({"usage": {"input_tokens": 20, "cache_creation_input_tokens": 1000,
+            "cache_read_input_tokens": 3000, "output_tokens": 50}});
+        assert_eq!(Usage::from_response(&anthropic), usage(4020, 3000, 50));
+        assert_eq!(usage(4020, 3000, 50).unwrap().total(), 4070);
+    }
+
+    #[test]
+    fn no_usage_is_none() {
+        assert_eq!(Usage::from_response(&json!({"id": "x"})), None);
+        assert_eq!(Usage::from_response(&json!({"usage": null})), None);
+        assert_eq!(Usage::from_response(&json!({"usage": {}})), None);
+    }
+}

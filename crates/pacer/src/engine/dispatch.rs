@@ -1,0 +1,310 @@
+//! The dispatcher: one task that decides what goes next.
+
+use std::collections::BinaryHeap;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+
+use super::attempt::{attempt, Ctx, Emitter, Stop};
+use super::item::{Item, Ready};
+use super::pace::Pacer;
+use super::prepare::prepare;
+use super::{EngineError, RunConfig};
+use crate::cost::{Budget, CostMeter, PriceTable};
+use crate::report::{Event, Summary};
+use crate::retry::StopReason;
+use crate::store::{Durable, JobStore, PendingCursor, Recovery, RequestState, Writer};
+use crate::transport::Transport;
+
+/// Pending requests read from the store at a time.
+const PAGE: usize = 512;
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunReport {
+    pub summary: Summary,
+    /// Why the run stopped early (it can be resumed), if it did.
+    pub stop: Option<StopReason>,
+    /// What start-up recovery found.
+    pub recovery: Recovery,
+}
+
+/// Runs (or resumes) the job `cfg` describes until every request is finished
+/// for good or the run stops. Events go to `events` as they happen;
+/// cancelling `cancel` stops the run the way Ctrl-C does.
+pub async fn run(
+    cfg: RunConfig,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    cancel: CancellationToken,
+) -> Result<RunReport, EngineError> {
+    let start = Instant::now();
+    let transport = Transport::new(cfg.transport.clone())?;
+    let prep_cfg = cfg.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&prep_cfg))
+        .await
+        .map_err(|e| EngineError::Config(format!("start-up failed: {e}")))??;
+    let counts = prepared.counts.clone();
+    let recovery = prepared.recovery.clone();
+
+    let emitter = Arc::new(Emitter::new(start, events));
+    emitter.emit(Event::Started {
+        total: counts.total,
+        done: counts.done,
+        failed: counts.failed,
+        resent: counts.resent,
+        requeued: recovery.requeued,
+        spent_usd: counts.spent_usd,
+    });
+
+    let budget = match cfg.max_cost {
+        Some(cap) => {
+            check_prices_for_budget(&prepared.store, &cfg.prices)?;
+            Some(Mutex::new(Budget::with_spent(cap, counts.spent_usd)))
+        }
+        None => None,
+    };
+    if let Some(b) = &budget {
+        if b.lock().expect("budget lock").remaining() <= 0.0 && counts.pending > 0 {
+            let reason = StopReason::BudgetReached { cap_usd: cfg.max_cost.unwrap_or(0.0) };
+            emitter.emit(Event::Stopping { reason: reason.to_string() });
+            return Ok(RunReport { summary: emitter.summary(), stop: Some(reason), recovery });
+        }
+    }
+
+    let reader = JobStore::open(&cfg.state)?;
+    let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+    let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
+    let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+    let (due_tx, due_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Ctx {
+        transport,
+        pacer: Pacer::new(&cfg.limits),
+        policy: cfg.retry.clone(),
+        writer: writer.sender(),
+        retries: retry_tx,
+        events: emitter.clone(),
+        stop: Stop::default(),
+        budget,
+        settled: Notify::new(),
+        meter: Mutex::new(CostMeter::new(cfg.prices.clone())),
+    });
+    ctx.emit_pace();
+
+    let remaining = counts.pending + counts.in_flight;
+    let all_done = Arc::new(Notify::new());
+    if remaining == 0 {
+        all_done.notify_one();
+    }
+    let tracker = tokio::spawn(track_durable(durable_rx, remaining, emitter.clone(), all_done.clone()));
+    let timers = tokio::spawn(timer_queue(retry_rx, due_tx));
+    let interrupt = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            if ctx.stop.trigger(StopReason::Interrupted) {
+                ctx.events.emit(Event::Stopping { reason: StopReason::Interrupted.to_string() });
+            }
+        })
+    };
+
+    let mut workers = JoinSet::new();
+    let dispatched = dispatch(&ctx, reader, due_rx, &all_done, &mut workers, &cfg.prices).await;
+
+    // Wind down: in-flight requests get time to finish, then are abandoned
+    // (still marked in flight, so the next run sends them again).
+    let grace = match ctx.stop.reason() {
+        Some(StopReason::Interrupted) => cfg.grace,
+        Some(_) => cfg.transport.timeout,
+        None => Duration::MAX,
+    };
+    let _ = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+    workers.abort_all();
+    while workers.join_next().await.is_some() {}
+    interrupt.abort();
+    timers.abort();
+    let stop = ctx.stop.reason().cloned();
+    drop(ctx);
+    let closed = writer.close().await;
+    let _ = tracker.await;
+    dispatched?;
+    closed?;
+
+    let mut summary = emitter.summary();
+    let final_counts = JobStore::open(&cfg.state)?.counts()?;
+    summary.total = final_counts.total;
+    summary.succeeded = final_counts.done;
+    summary.failed = final_counts.failed;
+    summary.pending = final_counts.pending + final_counts.in_flight;
+    summary.cost_usd = final_counts.spent_usd;
+    summary.prompt_tokens = final_counts.prompt_tokens;
+    summary.completion_tokens = final_counts.completion_tokens;
+    Ok(RunReport { summary, stop, recovery })
+}
+
+/// With `--max-cost`, every model of the job needs a price: a budget cannot
+/// be kept for requests whose cost is unknown.
+fn check_prices_for_budget(store: &JobStore, prices: &PriceTable) -> Result<(), EngineError> {
+    for model in store.models()? {
+        match model {
+            Some(m) if prices.lookup(&m).is_some() => {}
+            Some(m) => {
+                return Err(EngineError::Config(format!(
+                    "--max-cost needs a price for model \"{m}\", which pacer does not know; add it with --prices FILE"
+                )))
+            }
+            None => {
+                return Err(EngineError::Config(
+                    "--max-cost needs each request's model, and some request bodies name none".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    reader: JobStore,
+    mut due: mpsc::UnboundedReceiver<Item>,
+    all_done: &Notify,
+    workers: &mut JoinSet<()>,
+    prices: &PriceTable,
+) -> Result<(), EngineError> {
+    let mut heap: BinaryHeap<Ready> = BinaryHeap::new();
+    let mut reader = Some(reader);
+    let mut cursor: Option<PendingCursor> = None;
+    let mut exhausted = false;
+    loop {
+        while workers.try_join_next().is_some() {}
+        while let Ok(item) = due.try_recv() {
+            heap.push(Ready(item));
+        }
+        if ctx.stop.is_stopped() {
+            return Ok(());
+        }
+        if heap.len() < PAGE / 2 && !exhausted {
+            let r = reader.take().expect("reader is put back after each page");
+            let after = cursor;
+            let (r, rows) = tokio::task::spawn_blocking(move || {
+                let rows = r.fetch_pending(after, PAGE);
+                (r, rows)
+            })
+            .await
+            .map_err(|e| EngineError::Config(format!("reading pending work failed: {e}")))?;
+            reader = Some(r);
+            let rows = rows?;
+            exhausted = rows.len() < PAGE;
+            if let Some(last) = rows.last() {
+                cursor = Some(PendingCursor { priority: last.priority, idx: last.idx });
+            }
+            heap.extend(rows.into_iter().map(|r| Ready(Item::from(r))));
+        }
+        let Some(Ready(mut item)) = heap.pop() else {
+            // Nothing ready: wait for a retry to fall due, the end, or a stop.
+            tokio::select! {
+                next = due.recv() => if let Some(item) = next { heap.push(Ready(item)) },
+                _ = all_done.notified() => return Ok(()),
+                _ = ctx.stop.cancelled() => return Ok(()),
+            }
+            continue;
+        };
+        let admitted = tokio::select! {
+            biased;
+            _ = ctx.stop.cancelled() => None,
+            permit = admit(ctx, &mut item, prices) => permit,
+        };
+        let Some(permit) = admitted else {
+            release(ctx, &mut item);
+            return Ok(());
+        };
+        if ctx.stop.is_stopped() {
+            release(ctx, &mut item);
+            return Ok(());
+        }
+        if ctx.writer.send(crate::store::Command::Sent { idx: item.idx }).is_err() {
+            return Ok(()); // the writer failed; `run` returns its error
+        }
+        ctx.events.emit(Event::Sent);
+        workers.spawn(attempt(ctx.clone(), item, permit));
+    }
+}
+
+fn release(ctx: &Ctx, item: &mut Item) {
+    if let (Some(b), Some(r)) = (&ctx.budget, item.reservation.take()) {
+        b.lock().expect("budget lock").release(r);
+    }
+}
+
+/// Admission for one request: a concurrency slot, the budget, then the pace.
+/// `None` when the budget is spent (the run stops).
+async fn admit(ctx: &Ctx, item: &mut Item, prices: &PriceTable) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let permit = ctx.pacer.slot().await;
+    if let Some(budget) = &ctx.budget {
+        let worst = ctx.worst_case_usd(item, prices).unwrap_or(0.0);
+        loop {
+            let settled = ctx.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let tried = budget.lock().expect("budget lock").try_reserve(worst);
+            match tried {
+                Ok(r) => {
+                    item.reservation = Some(r);
+                    break;
+                }
+                // Others in flight may cost less than reserved: wait for them.
+                Err(_) if ctx.pacer.in_flight() > 1 => settled.await,
+                Err(_) => {
+                    let cap = budget.lock().expect("budget lock").cap();
+                    let reason = StopReason::BudgetReached { cap_usd: cap };
+                    let sentence = reason.to_string();
+                    if ctx.stop.trigger(reason) {
+                        ctx.events.emit(Event::Stopping { reason: sentence });
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+    ctx.pacer.admit(item.estimate.total()).await;
+    Some(permit)
+}
+
+/// Retries wait here, in one timer queue, until they fall due.
+async fn timer_queue(mut incoming: mpsc::UnboundedReceiver<(Item, Instant)>, due: mpsc::UnboundedSender<Item>) {
+    let mut queue: DelayQueue<Item> = DelayQueue::new();
+    loop {
+        tokio::select! {
+            msg = incoming.recv() => match msg {
+                Some((item, at)) => { queue.insert_at(item, at); }
+                None => return,
+            },
+            Some(expired) = poll_fn(|cx| queue.poll_expired(cx)), if !queue.is_empty() => {
+                if due.send(expired.into_inner()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Counts requests down as their results become durable.
+async fn track_durable(
+    mut durable: mpsc::UnboundedReceiver<Durable>,
+    mut remaining: u64,
+    events: Arc<Emitter>,
+    all_done: Arc<Notify>,
+) {
+    while let Some(d) = durable.recv().await {
+        events.emit(Event::Finished { ok: d.state == RequestState::Done });
+        remaining = remaining.saturating_sub(1);
+        if remaining == 0 {
+            all_done.notify_one();
+        }
+    }
+}

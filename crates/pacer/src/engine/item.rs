@@ -1,0 +1,66 @@
+use std::cmp::Ordering;
+
+use tokio::time::Instant;
+
+use crate::cost::Reservation;
+use crate::store::PendingRow;
+use crate::tokens::TokenEstimate;
+
+/// A request in memory while it is ready, in flight or waiting for a retry.
+#[derive(Debug)]
+pub(crate) struct Item {
+    pub idx: i64,
+    pub custom_id: String,
+    pub priority: i64,
+    /// Sends so far, all runs.
+    pub attempts: u32,
+    /// Retries since this run took the request (for `--max-retries`).
+    pub retries: u32,
+    pub url: String,
+    pub body: String,
+    pub model: Option<String>,
+    pub estimate: TokenEstimate,
+    /// When outage-like failures of this request began (for `--max-retry-time`).
+    pub failing_since: Option<Instant>,
+    /// Budget held for this request while it is in flight.
+    pub reservation: Option<Reservation>,
+}
+
+impl From<PendingRow> for Item {
+    fn from(r: PendingRow) -> Item {
+        Item {
+            idx: r.idx,
+            custom_id: r.custom_id,
+            priority: r.priority,
+            attempts: r.attempts,
+            retries: 0,
+            url: r.url,
+            body: r.body,
+            model: r.model,
+            estimate: TokenEstimate { prompt: r.est_prompt, max_output: r.est_output },
+            failing_since: None,
+            reservation: None,
+        }
+    }
+}
+
+/// Scheduler order in a max-heap: higher priority first, then input order.
+#[derive(Debug)]
+pub(crate) struct Ready(pub Item);
+
+impl PartialEq for Ready {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ready {}
+impl PartialOrd for Ready {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ready {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.priority.cmp(&other.0.priority).then_with(|| other.0.idx.cmp(&self.0.idx))
+    }
+}

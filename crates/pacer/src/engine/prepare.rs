@@ -1,0 +1,93 @@
+//! Start-up: validate and import the input, or resume a recorded run.
+
+use std::path::{Path, PathBuf};
+
+use super::{EngineError, RunConfig};
+use crate::input::Source;
+use crate::store::{Counts, JobStore, Recovery, StoreError};
+
+/// The state after start-up, ready for the writer.
+pub(crate) struct Prepared {
+    pub store: JobStore,
+    pub counts: Counts,
+    pub recovery: Recovery,
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn remove_state(state: &Path) -> Result<(), StoreError> {
+    remove_if_exists(state)?;
+    remove_if_exists(&sidecar(state, "-wal"))?;
+    remove_if_exists(&sidecar(state, "-shm"))
+}
+
+/// Opens the input and the state. A new run validates the whole input into
+/// the store in one transaction before anything is sent: a bad line leaves no
+/// state behind. A recorded run is resumed only if the input is unchanged.
+pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
+    let source = Source::open(&cfg.input, &cfg.source)?;
+    if cfg.restart {
+        remove_state(&cfg.state)?;
+        remove_if_exists(&cfg.output)?;
+    }
+    let existed = cfg.state.exists();
+    if let Some(dir) = cfg.state.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { path: dir.to_path_buf(), source: e })?;
+    }
+    let mut store = JobStore::open(&cfg.state)?;
+    let fingerprint = source.fingerprint()?;
+    if store.is_imported()? {
+        if store.meta("fingerprint")?.as_deref() != Some(fingerprint.as_str()) {
+            return Err(EngineError::InputChanged { input: cfg.input.clone(), state: cfg.state.clone() });
+        }
+    } else {
+        let output_has_data = std::fs::metadata(&cfg.output).map(|m| m.len() > 0).unwrap_or(false);
+        if output_has_data {
+            drop(store);
+            if !existed {
+                remove_state(&cfg.state)?;
+            }
+            return Err(EngineError::OutputExists { output: cfg.output.clone(), state: cfg.state.clone() });
+        }
+        let imported = store.import(&fingerprint, source.requests()?)?;
+        if let Err(e) = imported {
+            drop(store);
+            if !existed {
+                remove_state(&cfg.state)?;
+            }
+            return Err(e.into());
+        }
+    }
+    let recovery = store.recover(&cfg.output)?;
+    let counts = store.counts()?;
+    Ok(Prepared { store, counts, recovery })
+}
+
+/// What `pacer status` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusReport {
+    pub state: PathBuf,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A run's progress, read from its state file (read-only; safe while it runs).
+pub fn status(state: &Path) -> Result<StatusReport, EngineError> {
+    if !state.exists() {
+        return Err(EngineError::Config(format!("{}: no such state file", state.display())));
+    }
+    let store = JobStore::open(state)?;
+    Ok(StatusReport { state: state.to_path_buf(), counts: store.counts()? })
+}

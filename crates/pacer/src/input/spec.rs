@@ -1,0 +1,25 @@
+use crate::tokens::TokenEstimate;
+
+/// One request of a job, validated and ready to be stored and sent.
+///
+/// Every input kind (OpenAI Batch JSONL, prompt JSONL, a folder of documents)
+/// turns into these; the store keeps them and the engine sends them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpec {
+    /// The caller's key for this request; unique within a job.
+    pub custom_id: String,
+    /// HTTP method; `POST` for every endpoint pacer supports today.
+    pub method: String,
+    /// Endpoint path as in OpenAI's batch files, e.g. `/v1/chat/completions`.
+    pub url: String,
+    /// The JSON request body, as text, sent as is.
+    pub body: String,
+    /// Higher goes first; input order within a priority.
+    pub priority: i64,
+    /// The token charge a provider will count at admission.
+    pub estimate: TokenEstimate,
+    /// The body's `model`, when it names one (for prices and token counting).
+    pub model: Option<String>,
+    /// 1-based line number (or chunk ordinal for folders) in the input, for messages.
+    pub line: u64,
+}

@@ -1,0 +1,494 @@
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use super::{retry_after, retry_hint_from_message};
+
+/// What to do with an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Keep it: the request is done.
+    Success,
+    /// Try the same request again later.
+    Retry(RetryReason),
+    /// The request can never succeed as sent: keep the answer as its result.
+    Fail,
+    /// Nothing will succeed until a person acts: stop admitting, save, exit 2.
+    Stop(StopReason),
+}
+
+/// Which limit a 429 was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    Requests,
+    Tokens,
+    Unknown,
+}
+
+/// Why a request is worth another attempt, and how long the provider asked to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// 429: a rate limit.
+    RateLimited {
+        scope: LimitScope,
+        after: Option<Duration>,
+    },
+    /// 5xx, or 408/409 (or any status the provider marked `x-should-retry: true`).
+    Server {
+        status: u16,
+        after: Option<Duration>,
+    },
+    /// 529: the provider is overloaded (Anthropic).
+    Overloaded { after: Option<Duration> },
+    /// No answer within the timeout.
+    Timeout,
+    /// The connection failed or was reset before an answer.
+    Connection,
+    /// A streamed answer stopped before its end.
+    StreamCut,
+}
+
+impl RetryReason {
+    /// The wait the provider asked for, if it did.
+    pub fn after(&self) -> Option<Duration> {
+        match *self {
+            RetryReason::RateLimited { after, .. }
+            | RetryReason::Server { after, .. }
+            | RetryReason::Overloaded { after } => after,
+            RetryReason::Timeout | RetryReason::Connection | RetryReason::StreamCut => None,
+        }
+    }
+
+    /// True for the failures that say the provider is down or overloaded
+    /// (5xx, 529, connection errors, timeouts): what opens the circuit. A 429
+    /// is the provider working as intended, and a cut stream a single
+    /// request's bad luck.
+    pub fn is_outage_like(&self) -> bool {
+        match *self {
+            RetryReason::Server { status, .. } => status >= 500,
+            RetryReason::Overloaded { .. } | RetryReason::Timeout | RetryReason::Connection => true,
+            RetryReason::RateLimited { .. } | RetryReason::StreamCut => false,
+        }
+    }
+}
+
+/// Why the whole run stops. Its `Display` is the one sentence the user reads.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopReason {
+    #[error(
+        "the API key was rejected ({status}): check $OPENAI_API_KEY (or the variable --api-key-env names); \
+         finished results are saved and rerunning the same command resumes"
+    )]
+    Unauthorized { status: u16 },
+    #[error(
+        "the API key is not allowed to do this (403): check the key's project, model access or region; \
+         finished results are saved and rerunning the same command resumes"
+    )]
+    Forbidden,
+    #[error(
+        "the account has run out of quota (429 insufficient_quota): add credit or raise the limit, then \
+         rerun the same command to resume; finished results are saved"
+    )]
+    InsufficientQuota,
+    #[error(
+        "the budget of ${cap_usd:.2} was reached: raise the budget and rerun the same command to resume; \
+         finished results are saved"
+    )]
+    BudgetReached { cap_usd: f64 },
+    #[error("the run was interrupted: finished results are saved and rerunning the same command resumes")]
+    Interrupted,
+}
+
+/// Classifies an HTTP answer (see DESIGN.md's Outcome).
+///
+/// - 2xx: success.
+/// - 401, 403, and 429 whose error code or type is `insufficient_quota`: stop
+///   the run (retrying burns only time and money).
+/// - 408, 409, 429, 5xx, 529: retry, waiting what the headers say, else what
+///   the message hints ("try again in 20s").
+/// - any other status: failed for good.
+///
+/// `x-should-retry: true|false` (sent by OpenAI and Anthropic) overrides the
+/// retry/fail decision, never a stop.
+pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now_wall: SystemTime) -> Verdict {
+    if (200..300).contains(&status) {
+        return Verdict::Success;
+    }
+    let error = ErrorBody::parse(body);
+    match status {
+        401 => return Verdict::Stop(StopReason::Unauthorized { status }),
+        403 => return Verdict::Stop(StopReason::Forbidden),
+        429 if error.is("insufficient_quota") => {
+            return Verdict::Stop(StopReason::InsufficientQuota)
+        }
+        _ => {}
+    }
+    let after = || {
+        retry_after(headers, now_wall)
+            .or_else(|| error.message.as_deref().and_then(retry_hint_from_message))
+    };
+    let verdict = match status {
+        429 => Verdict::Retry(RetryReason::RateLimited {
+            scope: error.scope().unwrap_or_else(|| scope_from_headers(headers)),
+            after: after(),
+        }),
+        529 => Verdict::Retry(RetryReason::Overloaded { after: after() }),
+        408 | 409 | 500..=599 => Verdict::Retry(RetryReason::Server {
+            status,
+            after: after(),
+        }),
+        _ => Verdict::Fail,
+    };
+    match (should_retry(headers), verdict) {
+        (Some(true), Verdict::Fail) => Verdict::Retry(RetryReason::Server {
+            status,
+            after: after(),
+        }),
+        (Some(false), Verdict::Retry(_)) => Verdict::Fail,
+        (_, v) => v,
+    }
+}
+
+fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    let v = headers.get("x-should-retry")?.to_str().ok()?.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The fields of an error body that matter, in OpenAI's shape
+/// (`{"error":{"message","type","code"}}`) or Anthropic's
+/// (`{"type":"error","error":{"type","message"}}`), which nest alike.
+#[derive(Debug, Default)]
+struct ErrorBody {
+    message: Option<String>,
+    kind: Option<String>,
+    code: Option<String>,
+}
+
+impl ErrorBody {
+    fn parse(body: &[u8]) -> ErrorBody {
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return ErrorBody::default();
+        };
+        let Some(error) = value.get("error") else {
+            return ErrorBody::default();
+        };
+        let text = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_owned);
+        ErrorBody {
+            message: text("message").or_else(|| error.as_str().map(str::to_owned)),
+            kind: text("type"),
+            code: text("code"),
+        }
+    }
+
+    fn is(&self, what: &str) -> bool {
+        self.kind.as_deref() == Some(what) || self.code.as_deref() == Some(what)
+    }
+
+    /// OpenAI says the scope in `error.type` ("requests", "tokens") and in
+    /// the message ("... on tokens per min (TPM) ...").
+    fn scope(&self) -> Option<LimitScope> {
+        match self.kind.as_deref() {
+            Some("requests") => return Some(LimitScope::Requests),
+            Some("tokens") => return Some(LimitScope::Tokens),
+            _ => {}
+        }
+        let m = self.message.as_deref()?.to_ascii_lowercase();
+        if m.contains("on requests per") || m.contains("(rpm)") || m.contains("(rpd)") {
+            Some(LimitScope::Requests)
+        } else if m.contains("on tokens per") || m.contains("(tpm)") || m.contains("(tpd)") {
+            Some(LimitScope::Tokens)
+        } else {
+            None
+        }
+    }
+}
+
+/// Without a word in the body, the limit whose headers say nothing remains.
+fn scope_from_headers(headers: &HeaderMap) -> LimitScope {
+    let empty = |names: &[&str]| {
+        names.iter().any(|n| {
+            headers
+                .get(*n)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "0")
+        })
+    };
+    let requests = empty(&[
+        "x-ratelimit-remaining-requests",
+        "anthropic-ratelimit-requests-remaining",
+    ]);
+    let tokens = empty(&[
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-remaining",
+    ]);
+    match (requests, tokens) {
+        (true, false) => LimitScope::Requests,
+        (false, true) => LimitScope::Tokens,
+        _ => LimitScope::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn verdict(status: u16, body: &str) -> Verdict {
+        classify(
+            status,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            SystemTime::now(),
+        )
+    }
+
+    fn secs(n: u64) -> Option<Duration> {
+        Some(Duration::from_secs(n))
+    }
+
+    #[test]
+    fn status_table() {
+        for s in [200, 201, 204, 299] {
+            assert_eq!(verdict(s, ""), Verdict::Success, "{s}");
+        }
+        for s in [408, 409, 500, 501, 502, 503, 504, 520, 599] {
+            assert_eq!(
+                verdict(s, ""),
+                Verdict::Retry(RetryReason::Server {
+                    status: s,
+                    after: None
+                }),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            verdict(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            ),
+            Verdict::Retry(RetryReason::Overloaded { after: None })
+        );
+        assert_eq!(
+            verdict(429, ""),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Unknown,
+                after: None
+            })
+        );
+        for s in [400, 404, 405, 413, 422, 300, 302, 100] {
+            assert_eq!(
+                verdict(s, r#"{"error":{"message":"bad"}}"#),
+                Verdict::Fail,
+                "{s}"
+            );
+        }
+        assert_eq!(
+            verdict(401, r#"{"error":{"code":"invalid_api_key"}}"#),
+            Verdict::Stop(StopReason::Unauthorized { status: 401 })
+        );
+        assert_eq!(verdict(403, ""), Verdict::Stop(StopReason::Forbidden));
+    }
+
+    #[test]
+    fn openai_insufficient_quota_stops() {
+        let body = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        assert_eq!(
+            verdict(429, body),
+            Verdict::Stop(StopReason::InsufficientQuota)
+        );
+        let only_code = r#"{"error":{"message":"x","type":"other","code":"insufficient_quota"}}"#;
+        assert_eq!(
+            verdict(429, only_code),
+            Verdict::Stop(StopReason::InsufficientQuota)
+        );
+        // And x-should-retry never turns a stop into a retry.
+        let h = headers(&[("x-should-retry", "true")]);
+        assert_eq!(
+            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            Verdict::Stop(StopReason::InsufficientQuota)
+        );
+        assert_eq!(
+            classify(401, &h, b"", SystemTime::now()),
+            Verdict::Stop(StopReason::Unauthorized { status: 401 })
+        );
+    }
+
+    #[test]
+    fn openai_rate_limits_name_their_scope_and_hint() {
+        let requests = r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-abc on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        assert_eq!(
+            verdict(429, requests),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Requests,
+                after: secs(20)
+            })
+        );
+        let tokens = r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-abc on tokens per min (TPM): Limit 30000, Used 29000, Requested 1500. Please try again in 1.0s.","type":"tokens","code":"rate_limit_exceeded"}}"#;
+        assert_eq!(
+            verdict(429, tokens),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Tokens,
+                after: secs(1)
+            })
+        );
+        // Scope from the message alone.
+        let msg_only = r#"{"error":{"message":"Rate limit reached on tokens per min (TPM). Please try again in 6ms.","code":"rate_limit_exceeded"}}"#;
+        assert_eq!(
+            verdict(429, msg_only),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Tokens,
+                after: Some(Duration::from_millis(6))
+            })
+        );
+    }
+
+    #[test]
+    fn headers_win_over_the_message_hint() {
+        let h = headers(&[("retry-after-ms", "1500")]);
+        let body = r#"{"error":{"message":"Please try again in 20s.","type":"requests"}}"#;
+        assert_eq!(
+            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Requests,
+                after: Some(Duration::from_millis(1500))
+            })
+        );
+        let h = headers(&[("retry-after", "7")]);
+        assert_eq!(
+            classify(503, &h, b"Service Unavailable", SystemTime::now()),
+            Verdict::Retry(RetryReason::Server {
+                status: 503,
+                after: secs(7)
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_rate_limit_is_a_plain_retry() {
+        let body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#;
+        let h = headers(&[
+            ("retry-after", "12"),
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            ("anthropic-ratelimit-requests-remaining", "40"),
+        ]);
+        assert_eq!(
+            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Tokens,
+                after: secs(12)
+            })
+        );
+        let h = headers(&[("x-ratelimit-remaining-requests", "0")]);
+        assert_eq!(
+            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Requests,
+                after: None
+            })
+        );
+    }
+
+    #[test]
+    fn x_should_retry_overrides_retry_and_fail() {
+        let yes = headers(&[("x-should-retry", "true")]);
+        let no = headers(&[("x-should-retry", "False")]);
+        let odd = headers(&[("x-should-retry", "maybe")]);
+        let now = SystemTime::now();
+        assert_eq!(
+            classify(400, &yes, b"", now),
+            Verdict::Retry(RetryReason::Server {
+                status: 400,
+                after: None
+            })
+        );
+        assert_eq!(classify(500, &no, b"", now), Verdict::Fail);
+        assert_eq!(classify(429, &no, b"", now), Verdict::Fail);
+        assert_eq!(classify(400, &odd, b"", now), Verdict::Fail);
+        assert_eq!(classify(200, &no, b"", now), Verdict::Success);
+        assert_eq!(
+            classify(403, &yes, b"", now),
+            Verdict::Stop(StopReason::Forbidden)
+        );
+    }
+
+    #[test]
+    fn garbage_bodies_do_not_matter() {
+        assert_eq!(
+            verdict(429, "<html>Too Many Requests</html>"),
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Unknown,
+                after: None
+            })
+        );
+        assert_eq!(verdict(400, "\u{0}\u{1}not json"), Verdict::Fail);
+        assert_eq!(verdict(429, r#"{"error":"slow down, try again in 3s"}"#), {
+            Verdict::Retry(RetryReason::RateLimited {
+                scope: LimitScope::Unknown,
+                after: secs(3),
+            })
+        });
+    }
+
+    #[test]
+    fn reasons() {
+        let r = RetryReason::RateLimited {
+            scope: LimitScope::Tokens,
+            after: secs(2),
+        };
+        assert_eq!(r.after(), secs(2));
+        assert!(!r.is_outage_like());
+        assert!(RetryReason::Server {
+            status: 502,
+            after: None
+        }
+        .is_outage_like());
+        assert!(!RetryReason::Server {
+            status: 409,
+            after: None
+        }
+        .is_outage_like());
+        assert!(RetryReason::Overloaded { after: secs(1) }.is_outage_like());
+        assert!(RetryReason::Timeout.is_outage_like());
+        assert!(RetryReason::Connection.is_outage_like());
+        assert!(!RetryReason::StreamCut.is_outage_like());
+        assert_eq!(RetryReason::Timeout.after(), None);
+    }
+
+    #[test]
+    fn stop_sentences_are_plain_and_say_how_to_resume() {
+        let all = [
+            StopReason::Unauthorized { status: 401 },
+            StopReason::Forbidden,
+            StopReason::InsufficientQuota,
+            StopReason::BudgetReached { cap_usd: 12.5 },
+            StopReason::Interrupted,
+        ];
+        for r in &all {
+            let s = r.to_string();
+            assert!(s.contains("rerun"), "{s}");
+            assert!(!s.contains('\n'), "{s}");
+        }
+        assert!(all[0]
+            .to_string()
+            .starts_with("the API key was rejected (401)"));
+        assert!(all[3].to_string().contains("$12.50"));
+    }
+}

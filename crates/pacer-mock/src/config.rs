@@ -48,8 +48,12 @@ impl std::str::FromStr for Outage {
             .split_once(':')
             .ok_or_else(|| format!("expected START:DURATION in seconds, got {s:?}"))?;
         let secs = |v: &str| -> Result<Duration, String> {
-            let f: f64 = v.trim().parse().map_err(|_| format!("not a number of seconds: {v:?}"))?;
-            Duration::try_from_secs_f64(f).map_err(|_| format!("not a valid number of seconds: {v:?}"))
+            let f: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("not a number of seconds: {v:?}"))?;
+            Duration::try_from_secs_f64(f)
+                .map_err(|_| format!("not a valid number of seconds: {v:?}"))
         };
         Ok(Outage {
             start: secs(start)?,
@@ -191,8 +195,23 @@ mod tests {
     #[test]
     fn flags_parse() {
         let cli = Cli::try_parse_from([
-            "mock", "--listen", "127.0.0.1:0", "--keys", "a,b", "--rpm", "60", "--burst", "10",
-            "--retry-after", "http-date", "--outage", "5:2.5", "--outage", "30:1", "--error-rate", "0.1",
+            "mock",
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+            "a,b",
+            "--rpm",
+            "60",
+            "--burst",
+            "10",
+            "--retry-after",
+            "http-date",
+            "--outage",
+            "5:2.5",
+            "--outage",
+            "30:1",
+            "--error-rate",
+            "0.1",
         ])
         .unwrap();
         let m = cli.mock;
@@ -218,7 +237,10 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(Cli::try_parse_from(["mock", "--error-rate", "1.5"]).is_err());
-        assert!(Cli::try_parse_from(["mock", "--burst", "5"]).is_err(), "--burst needs --rpm");
+        assert!(
+            Cli::try_parse_from(["mock", "--burst", "5"]).is_err(),
+            "--burst needs --rpm"
+        );
         assert!(Cli::try_parse_from(["mock", "--outage", "5"]).is_err());
         assert!(Cli::try_parse_from(["mock", "--rpm", "0"]).is_err());
     }

@@ -25,7 +25,14 @@ pub(crate) fn unauthorized(anthropic_shape: bool, key_given: bool) -> Value {
         "You didn't provide an API key. Send it as `Authorization: Bearer KEY` or `x-api-key: KEY`."
     };
     if anthropic_shape {
-        anthropic("authentication_error", if key_given { "invalid x-api-key" } else { message })
+        anthropic(
+            "authentication_error",
+            if key_given {
+                "invalid x-api-key"
+            } else {
+                message
+            },
+        )
     } else {
         openai(message, "invalid_request_error", Some("invalid_api_key"))
     }
@@ -80,5 +87,9 @@ pub(crate) fn overloaded() -> Value {
 
 /// A 404 for a path the simulator does not serve.
 pub(crate) fn not_found(method: &str, path: &str) -> Value {
-    openai(&format!("Invalid URL ({method} {path})"), "invalid_request_error", None)
+    openai(
+        &format!("Invalid URL ({method} {path})"),
+        "invalid_request_error",
+        None,
+    )
 }

@@ -75,7 +75,8 @@ impl FaultPlan {
     }
 
     fn inert(&self) -> bool {
-        self.hang + self.error + self.overload + self.reset + self.cut == 0.0 && !(self.tail && self.latency_ms > 0)
+        self.hang + self.error + self.overload + self.reset + self.cut == 0.0
+            && !(self.tail && self.latency_ms > 0)
     }
 
     /// The dice for the `occurrence`-th sending of the body keyed `body`.
@@ -155,7 +156,11 @@ mod tests {
         let mut counts = [0usize; 5];
         for i in 0..n {
             let r = p.roll(i as u128, 0);
-            assert_eq!(r, p.roll(i as u128, 0), "same seed, body and occurrence: same dice");
+            assert_eq!(
+                r,
+                p.roll(i as u128, 0),
+                "same seed, body and occurrence: same dice"
+            );
             counts[match r.verdict {
                 Verdict::Hang => 0,
                 Verdict::ServerError(_) => 1,

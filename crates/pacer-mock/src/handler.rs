@@ -20,7 +20,10 @@ use tokio::time::Instant;
 
 use crate::error_body;
 use crate::faults::Verdict;
-use crate::limits::{anthropic_headers, openai_duration, openai_headers, retry_after_headers, Admission, LimitKind, LimitSnapshot};
+use crate::limits::{
+    anthropic_headers, openai_duration, openai_headers, retry_after_headers, Admission, LimitKind,
+    LimitSnapshot,
+};
 use crate::reply::{stream_events, success_body, Endpoint, Reply};
 use crate::state::MockState;
 use crate::stats::{body_key, Fault, Outcome};
@@ -30,9 +33,15 @@ fn find_key<'h>(state: &MockState, headers: &'h HeaderMap) -> (Option<(&'h str, 
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
-    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+    let x_api_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     let given = bearer.is_some_and(|k| !k.is_empty()) || x_api_key.is_some_and(|k| !k.is_empty());
     let known = [bearer, x_api_key]
         .into_iter()
@@ -42,7 +51,9 @@ fn find_key<'h>(state: &MockState, headers: &'h HeaderMap) -> (Option<(&'h str, 
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Builds and records one answer.
@@ -80,11 +91,16 @@ impl<'a> Answer<'a> {
 
     fn finish_headers(&mut self, content_type: &'static str) -> HeaderMap {
         let id = format!("req_mock{:010}", self.outcome.seq);
-        let name = if self.endpoint.is_anthropic() { "request-id" } else { "x-request-id" };
+        let name = if self.endpoint.is_anthropic() {
+            "request-id"
+        } else {
+            "x-request-id"
+        };
         if let Ok(v) = HeaderValue::try_from(id) {
             self.headers.insert(HeaderName::from_static(name), v);
         }
-        self.headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        self.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         std::mem::take(&mut self.headers)
     }
 
@@ -118,26 +134,41 @@ impl<'a> Answer<'a> {
 /// Why a body is not a valid request for `endpoint`.
 fn validate(endpoint: Endpoint, body: &Value) -> Result<(), &'static str> {
     if !body.is_object() {
-        return Err("We could not parse the JSON body of your request. The body must be a JSON object.");
+        return Err(
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+        );
     }
-    if body.get("model").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if !matches!(body.get("model"), Some(Value::String(m)) if !m.is_empty()) {
         return Err("you must provide a model parameter");
     }
     match endpoint {
         Endpoint::ChatCompletions if !body.get("messages").is_some_and(Value::is_array) => {
             Err("'messages' is a required property")
         }
-        Endpoint::Messages if !body.get("messages").is_some_and(Value::is_array) => Err("messages: Field required"),
+        Endpoint::Messages if !body.get("messages").is_some_and(Value::is_array) => {
+            Err("messages: Field required")
+        }
         Endpoint::Messages if body.get("max_tokens").and_then(Value::as_u64).is_none() => {
             Err("max_tokens: Field required")
         }
-        Endpoint::Completions if body.get("prompt").is_none() => Err("'prompt' is a required property"),
-        Endpoint::Embeddings if body.get("input").is_none() => Err("'input' is a required property"),
+        Endpoint::Completions if body.get("prompt").is_none() => {
+            Err("'prompt' is a required property")
+        }
+        Endpoint::Embeddings if body.get("input").is_none() => {
+            Err("'input' is a required property")
+        }
         _ => Ok(()),
     }
 }
 
-fn refusal_message(anthropic: bool, model: &str, kind: LimitKind, snapshot: &LimitSnapshot, requested: u64, wait: Duration) -> String {
+fn refusal_message(
+    anthropic: bool,
+    model: &str,
+    kind: LimitKind,
+    snapshot: &LimitSnapshot,
+    requested: u64,
+    wait: Duration,
+) -> String {
     let reading = match kind {
         LimitKind::Requests => snapshot.requests,
         LimitKind::Tokens => snapshot.tokens,
@@ -161,7 +192,12 @@ fn refusal_message(anthropic: bool, model: &str, kind: LimitKind, snapshot: &Lim
 }
 
 /// `POST /v1/...`: the whole pipeline.
-pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: HeaderMap, raw: Bytes) -> Response {
+pub(crate) async fn api(
+    state: Arc<MockState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
     let state = &*state;
     let seq = state.seq.fetch_add(1, Ordering::Relaxed);
     let since_start = Instant::now().saturating_duration_since(state.started);
@@ -179,7 +215,9 @@ pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: Head
             fault: None,
             key: None,
             body: body_key,
-            client_request_id: headers.get("x-client-request-id").and_then(|v| v.to_str().ok()),
+            client_request_id: headers
+                .get("x-client-request-id")
+                .and_then(|v| v.to_str().ok()),
             prompt_tokens: 0,
             completion_tokens: 0,
         },
@@ -214,7 +252,11 @@ pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: Head
         return answer.json(400, &error_body::invalid_request(anthropic, msg));
     }
 
-    if state.config.quota.is_some_and(|q| state.recorder.accepted() >= q) {
+    if state
+        .config
+        .quota
+        .is_some_and(|q| state.recorder.accepted() >= q)
+    {
         answer.peek_headers(key);
         return answer.json(429, &error_body::insufficient_quota(anthropic));
     }
@@ -223,19 +265,39 @@ pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: Head
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     match state.limiter.admit(key, estimate.total(), Instant::now()) {
         Admission::Admitted(snapshot) => answer.limit_headers(&snapshot),
-        Admission::Refused { kind, wait, requested, snapshot } => {
+        Admission::Refused {
+            kind,
+            wait,
+            requested,
+            snapshot,
+        } => {
             answer.limit_headers(&snapshot);
-            retry_after_headers(state.config.retry_after, wait, SystemTime::now(), &mut answer.headers);
+            retry_after_headers(
+                state.config.retry_after,
+                wait,
+                SystemTime::now(),
+                &mut answer.headers,
+            );
             let msg = refusal_message(anthropic, model, kind, &snapshot, requested, wait);
-            return answer.json(429, &error_body::rate_limited(anthropic, kind.as_str(), &msg));
+            return answer.json(
+                429,
+                &error_body::rate_limited(anthropic, kind.as_str(), &msg),
+            );
         }
-        Admission::TooLarge { kind, requested, snapshot } => {
+        Admission::TooLarge {
+            kind,
+            requested,
+            snapshot,
+        } => {
             answer.limit_headers(&snapshot);
             let limit = snapshot.tokens.map_or(0, |t| t.limit);
             let msg = format!(
                 "Request too large for {model} in organization org-pacer-mock on tokens per min (TPM): Limit {limit}, Requested {requested}. The input or output tokens must be reduced in order to run successfully."
             );
-            return answer.json(429, &error_body::rate_limited(anthropic, kind.as_str(), &msg));
+            return answer.json(
+                429,
+                &error_body::rate_limited(anthropic, kind.as_str(), &msg),
+            );
         }
     }
     let admitted_before = state.recorder.charge(estimate.total());
@@ -265,7 +327,8 @@ pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: Head
     let reply = Reply::generate(endpoint, &body);
     answer.outcome.prompt_tokens = estimate.prompt;
     answer.outcome.completion_tokens = reply.completion_tokens();
-    let streaming = endpoint.can_stream() && body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let streaming =
+        endpoint.can_stream() && body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !roll.latency.is_zero() {
         tokio::time::sleep(roll.latency).await;
     }
@@ -274,7 +337,8 @@ pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: Head
         let out = success_body(endpoint, &body, &reply, estimate.prompt, seq, unix_now());
         if roll.verdict == Verdict::Reset {
             let bytes = Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
-            let cut = ((bytes.len() as f64 * roll.break_at) as usize).clamp(1, bytes.len().saturating_sub(1).max(1));
+            let cut = ((bytes.len() as f64 * roll.break_at) as usize)
+                .clamp(1, bytes.len().saturating_sub(1).max(1));
             let chunks = vec![bytes.slice(..cut), bytes.slice(cut..)];
             return answer.broken("application/json", chunks, 0.5);
         }
@@ -298,15 +362,17 @@ pub(crate) async fn api(state: Arc<MockState>, endpoint: Endpoint, headers: Head
     answer.record(200, fault);
     let headers = answer.finish_headers("text/event-stream");
     let delay = Duration::from_millis(state.config.chunk_delay);
-    let stream = futures::stream::iter(events.into_iter().enumerate()).then(move |(i, event)| async move {
-        if i > 0 && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<_, std::io::Error>(event)
-    });
+    let stream =
+        futures::stream::iter(events.into_iter().enumerate()).then(move |(i, event)| async move {
+            if i > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, std::io::Error>(event)
+        });
     let mut response = (StatusCode::OK, headers, Body::from_stream(stream)).into_response();
-    response
-        .headers_mut()
-        .insert(HeaderName::from_static("cache-control"), HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(
+        HeaderName::from_static("cache-control"),
+        HeaderValue::from_static("no-cache"),
+    );
     response
 }

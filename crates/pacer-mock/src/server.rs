@@ -16,11 +16,11 @@ use tokio::task::JoinHandle;
 
 use crate::config::MockConfig;
 use crate::error::MockError;
+use crate::error_body;
 use crate::handler::api;
 use crate::reply::Endpoint;
 use crate::state::MockState;
 use crate::stats::{LogEntry, Stats};
-use crate::error_body;
 
 /// Largest request body accepted (long documents are the point of batch jobs).
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -54,7 +54,9 @@ struct LogQuery {
 }
 
 fn endpoint_route(endpoint: Endpoint) -> axum::routing::MethodRouter<Arc<MockState>> {
-    let handler = move |State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes| api(state, endpoint, headers, body);
+    let handler = move |State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes| {
+        api(state, endpoint, headers, body)
+    };
     if endpoint == Endpoint::Models {
         get(handler)
     } else {
@@ -83,9 +85,14 @@ pub fn router(config: MockConfig) -> (Router, MockHandle) {
         )
         .route(
             "/mock/log",
-            get(|State(s): State<Arc<MockState>>, Query(q): Query<LogQuery>| async move {
-                Json(s.recorder.log(q.since.unwrap_or(0), q.limit.unwrap_or(usize::MAX)))
-            }),
+            get(
+                |State(s): State<Arc<MockState>>, Query(q): Query<LogQuery>| async move {
+                    Json(
+                        s.recorder
+                            .log(q.since.unwrap_or(0), q.limit.unwrap_or(usize::MAX)),
+                    )
+                },
+            ),
         )
         .fallback(|method: Method, uri: Uri| async move {
             let body = error_body::not_found(method.as_str(), uri.path());
@@ -105,7 +112,9 @@ pub struct MockServer {
 
 impl std::fmt::Debug for MockServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("MockServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +125,10 @@ impl MockServer {
         let wanted = config.listen;
         let listener = tokio::net::TcpListener::bind(wanted)
             .await
-            .map_err(|source| MockError::Bind { addr: wanted, source })?;
+            .map_err(|source| MockError::Bind {
+                addr: wanted,
+                source,
+            })?;
         let addr = listener.local_addr()?;
         let (app, handle) = router(config);
         let mut stop = handle.0.shutdown.subscribe();

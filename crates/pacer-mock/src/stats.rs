@@ -239,7 +239,11 @@ impl Recorder {
                 seq: o.seq,
                 at_ms: o.at.as_millis() as u64,
                 endpoint: o.endpoint,
-                status: if o.fault == Some(Fault::Hang) { 0 } else { o.status },
+                status: if o.fault == Some(Fault::Hang) {
+                    0
+                } else {
+                    o.status
+                },
                 fault: o.fault,
                 client_request_id: o.client_request_id.map(Into::into),
                 body: o.body,
@@ -258,7 +262,11 @@ impl Recorder {
         Stats {
             requests: g.requests,
             accepted: self.accepted(),
-            by_status: g.by_status.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            by_status: g
+                .by_status
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect(),
             by_key,
             distinct_bodies: g.bodies.len() as u64,
             duplicate_bodies: g.duplicate_bodies,
@@ -321,7 +329,13 @@ mod tests {
     #[test]
     fn duplicates_are_counted_per_body() {
         let r = Recorder::new(&["sk-secret-key".to_string()]);
-        for (seq, body, status) in [(0, 1, 429), (1, 1, 200), (2, 2, 200), (3, 1, 200), (4, 1, 200)] {
+        for (seq, body, status) in [
+            (0, 1, 429),
+            (1, 1, 200),
+            (2, 2, 200),
+            (3, 1, 200),
+            (4, 1, 200),
+        ] {
             r.arrive(Some(body));
             r.finish(outcome(seq, status, body));
         }
@@ -336,14 +350,20 @@ mod tests {
         assert_eq!(s.prompt_tokens, 36);
         let log = r.log(3, 10);
         assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
-        assert_eq!(log[0].body_hash.as_deref(), Some("00000000000000000000000000000001"));
+        assert_eq!(
+            log[0].body_hash.as_deref(),
+            Some("00000000000000000000000000000001")
+        );
     }
 
     #[test]
     fn stats_never_hold_a_whole_key() {
         let r = Recorder::new(&["sk-very-secret".to_string()]);
         r.arrive(None);
-        r.finish(Outcome { body: None, ..outcome(0, 200, 0) });
+        r.finish(Outcome {
+            body: None,
+            ..outcome(0, 200, 0)
+        });
         let json = serde_json::to_string(&r.stats()).unwrap();
         assert!(!json.contains("sk-very-secret"));
     }

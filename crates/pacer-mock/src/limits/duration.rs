@@ -50,7 +50,11 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(openai_duration(Duration::ZERO), "0s");
         assert_eq!(openai_duration(ms(20)), "20ms");
-        assert_eq!(openai_duration(Duration::from_micros(19_001)), "20ms", "rounded up");
+        assert_eq!(
+            openai_duration(Duration::from_micros(19_001)),
+            "20ms",
+            "rounded up"
+        );
         assert_eq!(openai_duration(ms(1000)), "1s");
         assert_eq!(openai_duration(ms(1200)), "1.2s");
         assert_eq!(openai_duration(ms(1020)), "1.02s");

@@ -24,13 +24,29 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
 pub fn openai_headers(s: &LimitSnapshot, headers: &mut HeaderMap) {
     if let Some(r) = s.requests {
         put(headers, "x-ratelimit-limit-requests", r.limit.to_string());
-        put(headers, "x-ratelimit-remaining-requests", r.remaining.to_string());
-        put(headers, "x-ratelimit-reset-requests", openai_duration(r.reset));
+        put(
+            headers,
+            "x-ratelimit-remaining-requests",
+            r.remaining.to_string(),
+        );
+        put(
+            headers,
+            "x-ratelimit-reset-requests",
+            openai_duration(r.reset),
+        );
     }
     if let Some(t) = s.tokens {
         put(headers, "x-ratelimit-limit-tokens", t.limit.to_string());
-        put(headers, "x-ratelimit-remaining-tokens", t.remaining.to_string());
-        put(headers, "x-ratelimit-reset-tokens", openai_duration(t.reset));
+        put(
+            headers,
+            "x-ratelimit-remaining-tokens",
+            t.remaining.to_string(),
+        );
+        put(
+            headers,
+            "x-ratelimit-reset-tokens",
+            openai_duration(t.reset),
+        );
     }
 }
 
@@ -44,26 +60,71 @@ fn rfc3339_after(now: SystemTime, after: Duration) -> String {
 /// Anthropic's `anthropic-ratelimit-*` headers (only for configured limits).
 pub fn anthropic_headers(s: &LimitSnapshot, now: SystemTime, headers: &mut HeaderMap) {
     if let Some(r) = s.requests {
-        put(headers, "anthropic-ratelimit-requests-limit", r.limit.to_string());
-        put(headers, "anthropic-ratelimit-requests-remaining", r.remaining.to_string());
-        put(headers, "anthropic-ratelimit-requests-reset", rfc3339_after(now, r.reset));
+        put(
+            headers,
+            "anthropic-ratelimit-requests-limit",
+            r.limit.to_string(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-requests-remaining",
+            r.remaining.to_string(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-requests-reset",
+            rfc3339_after(now, r.reset),
+        );
     }
     if let Some(t) = s.tokens {
         let reset = rfc3339_after(now, t.reset);
-        put(headers, "anthropic-ratelimit-tokens-limit", t.limit.to_string());
-        put(headers, "anthropic-ratelimit-tokens-remaining", t.remaining.to_string());
+        put(
+            headers,
+            "anthropic-ratelimit-tokens-limit",
+            t.limit.to_string(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-tokens-remaining",
+            t.remaining.to_string(),
+        );
         put(headers, "anthropic-ratelimit-tokens-reset", reset.clone());
-        put(headers, "anthropic-ratelimit-input-tokens-limit", t.limit.to_string());
-        put(headers, "anthropic-ratelimit-input-tokens-remaining", t.remaining.to_string());
-        put(headers, "anthropic-ratelimit-input-tokens-reset", reset.clone());
-        put(headers, "anthropic-ratelimit-output-tokens-limit", t.limit.to_string());
-        put(headers, "anthropic-ratelimit-output-tokens-remaining", t.remaining.to_string());
+        put(
+            headers,
+            "anthropic-ratelimit-input-tokens-limit",
+            t.limit.to_string(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-input-tokens-remaining",
+            t.remaining.to_string(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-input-tokens-reset",
+            reset.clone(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-output-tokens-limit",
+            t.limit.to_string(),
+        );
+        put(
+            headers,
+            "anthropic-ratelimit-output-tokens-remaining",
+            t.remaining.to_string(),
+        );
         put(headers, "anthropic-ratelimit-output-tokens-reset", reset);
     }
 }
 
 /// `retry-after` / `retry-after-ms` for a 429 that clears in `wait`.
-pub fn retry_after_headers(style: RetryAfterStyle, wait: Duration, now: SystemTime, headers: &mut HeaderMap) {
+pub fn retry_after_headers(
+    style: RetryAfterStyle,
+    wait: Duration,
+    now: SystemTime,
+    headers: &mut HeaderMap,
+) {
     let ms = (wait.as_nanos().div_ceil(1_000_000) as u64).max(1);
     let secs = ms.div_ceil(1000);
     match style {
@@ -90,7 +151,12 @@ mod tests {
 
     fn snapshot() -> LimitSnapshot {
         LimitSnapshot {
-            requests: Some(BucketReading { limit: 60, remaining: 59, used: 1, reset: Duration::from_secs(1) }),
+            requests: Some(BucketReading {
+                limit: 60,
+                remaining: 59,
+                used: 1,
+                reset: Duration::from_secs(1),
+            }),
             tokens: None,
         }
     }
@@ -110,7 +176,10 @@ mod tests {
         let mut h = HeaderMap::new();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         anthropic_headers(&snapshot(), now, &mut h);
-        assert_eq!(h["anthropic-ratelimit-requests-reset"], "2023-11-14T22:13:21Z");
+        assert_eq!(
+            h["anthropic-ratelimit-requests-reset"],
+            "2023-11-14T22:13:21Z"
+        );
     }
 
     #[test]
@@ -119,7 +188,13 @@ mod tests {
         let wait = Duration::from_millis(1200);
         let mut h = HeaderMap::new();
         retry_after_headers(RetryAfterStyle::Both, wait, now, &mut h);
-        assert_eq!((h["retry-after"].to_str().unwrap(), h["retry-after-ms"].to_str().unwrap()), ("2", "1200"));
+        assert_eq!(
+            (
+                h["retry-after"].to_str().unwrap(),
+                h["retry-after-ms"].to_str().unwrap()
+            ),
+            ("2", "1200")
+        );
         let mut h = HeaderMap::new();
         retry_after_headers(RetryAfterStyle::HttpDate, wait, now, &mut h);
         assert_eq!(h["retry-after"], "Tue, 14 Nov 2023 22:13:22 GMT");

@@ -102,7 +102,13 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Buckets for each key. `burst` caps the requests bucket; the tokens
     /// bucket keeps the same share of its minute.
-    pub fn new(keys: &[String], rpm: Option<u64>, tpm: Option<u64>, burst: Option<u64>, now: Instant) -> Self {
+    pub fn new(
+        keys: &[String],
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        burst: Option<u64>,
+        now: Instant,
+    ) -> Self {
         let share = match (rpm, burst) {
             (Some(rpm), Some(burst)) => (burst as f64 / rpm as f64).min(1.0),
             _ => 1.0,
@@ -112,7 +118,8 @@ impl RateLimiter {
             .map(|k| {
                 let buckets = KeyBuckets {
                     requests: rpm.map(|r| Bucket::new(r, burst.unwrap_or(r), now)),
-                    tokens: tpm.map(|t| Bucket::new(t, ((t as f64 * share).ceil() as u64).max(1), now)),
+                    tokens: tpm
+                        .map(|t| Bucket::new(t, ((t as f64 * share).ceil() as u64).max(1), now)),
                 };
                 (k.clone(), Mutex::new(buckets))
             })
@@ -133,7 +140,10 @@ impl RateLimiter {
             return Admission::Admitted(LimitSnapshot::default());
         };
         let mut b = cell.lock().unwrap_or_else(|e| e.into_inner());
-        let KeyBuckets { requests, tokens: tok } = &mut *b;
+        let KeyBuckets {
+            requests,
+            tokens: tok,
+        } = &mut *b;
         if let Some(r) = requests.as_mut() {
             r.refill(now);
         }
@@ -210,17 +220,29 @@ mod tests {
         let l = RateLimiter::new(&keys(), Some(10), Some(100), None, t0);
         assert!(matches!(l.admit("a", 60, t0), Admission::Admitted(_)));
         match l.admit("a", 60, t0) {
-            Admission::Refused { kind, wait, requested, snapshot } => {
+            Admission::Refused {
+                kind,
+                wait,
+                requested,
+                snapshot,
+            } => {
                 assert_eq!(kind, LimitKind::Tokens);
                 assert_eq!(requested, 60);
                 // 20 tokens missing at 100/60 per second = 12 s.
                 assert_eq!(wait, Duration::from_secs(12));
-                assert_eq!(snapshot.requests.unwrap().remaining, 9, "a refusal charges nothing");
+                assert_eq!(
+                    snapshot.requests.unwrap().remaining,
+                    9,
+                    "a refusal charges nothing"
+                );
                 assert_eq!(snapshot.tokens.unwrap().remaining, 40);
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
-        assert!(matches!(l.admit("b", 60, t0), Admission::Admitted(_)), "keys are independent");
+        assert!(
+            matches!(l.admit("b", 60, t0), Admission::Admitted(_)),
+            "keys are independent"
+        );
     }
 
     #[test]
@@ -229,16 +251,28 @@ mod tests {
         let l = RateLimiter::new(&keys(), Some(60), None, Some(2), t0);
         assert!(matches!(l.admit("a", 1, t0), Admission::Admitted(_)));
         assert!(matches!(l.admit("a", 1, t0), Admission::Admitted(_)));
-        let Admission::Refused { kind, wait, .. } = l.admit("a", 1, t0) else { panic!() };
+        let Admission::Refused { kind, wait, .. } = l.admit("a", 1, t0) else {
+            panic!()
+        };
         assert_eq!((kind, wait), (LimitKind::Requests, Duration::from_secs(1)));
-        assert!(matches!(l.admit("a", 1, t0 + Duration::from_secs(1)), Admission::Admitted(_)));
+        assert!(matches!(
+            l.admit("a", 1, t0 + Duration::from_secs(1)),
+            Admission::Admitted(_)
+        ));
     }
 
     #[test]
     fn a_request_larger_than_the_bucket_is_too_large() {
         let t0 = Instant::now();
         let l = RateLimiter::new(&keys(), None, Some(100), None, t0);
-        assert!(matches!(l.admit("a", 101, t0), Admission::TooLarge { kind: LimitKind::Tokens, requested: 101, .. }));
+        assert!(matches!(
+            l.admit("a", 101, t0),
+            Admission::TooLarge {
+                kind: LimitKind::Tokens,
+                requested: 101,
+                ..
+            }
+        ));
     }
 
     #[test]

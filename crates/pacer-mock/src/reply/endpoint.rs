@@ -48,6 +48,9 @@ impl Endpoint {
 
     /// Whether `"stream": true` is honoured.
     pub fn can_stream(self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages)
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages
+        )
     }
 }

@@ -99,7 +99,9 @@ pub(crate) fn success_body(
         }
         Endpoint::Embeddings => {
             let items: Vec<&Value> = match body.get("input") {
-                Some(Value::Array(items)) if items.iter().all(|i| !i.is_number()) => items.iter().collect(),
+                Some(Value::Array(items)) if items.iter().all(|i| !i.is_number()) => {
+                    items.iter().collect()
+                }
                 Some(other) => vec![other],
                 None => Vec::new(),
             };

@@ -79,7 +79,10 @@ pub(crate) fn stream_events(
                     &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
                 ));
             }
-            out.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+            out.push(event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 0}),
+            ));
             out.push(event(
                 "message_delta",
                 &json!({"type": "message_delta",
@@ -90,7 +93,11 @@ pub(crate) fn stream_events(
         }
         Endpoint::ChatCompletions | Endpoint::Completions => {
             let chat = endpoint == Endpoint::ChatCompletions;
-            let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             let include_usage = body
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
@@ -113,12 +120,20 @@ pub(crate) fn stream_events(
             };
             for (i, c) in reply.choices.iter().enumerate() {
                 if chat {
-                    out.push(chunk(i, json!({"role": "assistant", "content": "", "refusal": null}), Value::Null));
+                    out.push(chunk(
+                        i,
+                        json!({"role": "assistant", "content": "", "refusal": null}),
+                        Value::Null,
+                    ));
                 }
                 for piece in chunks(&c.text) {
                     out.push(chunk(i, json!({"content": piece}), Value::Null));
                 }
-                out.push(chunk(i, json!({}), json!(if c.truncated { "length" } else { "stop" })));
+                out.push(chunk(
+                    i,
+                    json!({}),
+                    json!(if c.truncated { "length" } else { "stop" }),
+                ));
             }
             if include_usage {
                 out.push(data(&json!({
@@ -142,7 +157,10 @@ mod tests {
     fn chunks_concatenate_to_the_text() {
         let text = "The quick brown fox jumps over the lazy dog.";
         let c = chunks(text);
-        assert_eq!(c, vec!["The quick brown", " fox jumps over", " the lazy dog."]);
+        assert_eq!(
+            c,
+            vec!["The quick brown", " fox jumps over", " the lazy dog."]
+        );
         assert_eq!(c.concat(), text);
         assert!(chunks("").is_empty());
     }

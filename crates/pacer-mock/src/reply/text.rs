@@ -10,11 +10,12 @@ use super::Endpoint;
 /// The vocabulary replies are drawn from (lowercase, so each word is one
 /// pre-tokenizer piece and its count is known in advance).
 const WORDS: [&str; 64] = [
-    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "river", "stone", "paper", "light", "green",
-    "house", "window", "garden", "music", "silver", "winter", "summer", "market", "letter", "number", "simple",
-    "model", "token", "answer", "result", "report", "signal", "system", "pacer", "batch", "limit", "steady",
-    "careful", "morning", "evening", "city", "mountain", "ocean", "forest", "bridge", "road", "train", "cloud",
-    "rain", "sun", "moon", "star", "field", "table", "chair", "book", "story", "note", "clear", "quiet", "bright",
+    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "river", "stone", "paper",
+    "light", "green", "house", "window", "garden", "music", "silver", "winter", "summer", "market",
+    "letter", "number", "simple", "model", "token", "answer", "result", "report", "signal",
+    "system", "pacer", "batch", "limit", "steady", "careful", "morning", "evening", "city",
+    "mountain", "ocean", "forest", "bridge", "road", "train", "cloud", "rain", "sun", "moon",
+    "star", "field", "table", "chair", "book", "story", "note", "clear", "quiet", "bright",
     "small", "large", "early", "late", "again",
 ];
 
@@ -88,7 +89,9 @@ impl Reply {
     /// The reply `endpoint` gives to `body` (embeddings have no text: no choices).
     pub fn generate(endpoint: Endpoint, body: &Value) -> Reply {
         if matches!(endpoint, Endpoint::Embeddings | Endpoint::Models) {
-            return Reply { choices: Vec::new() };
+            return Reply {
+                choices: Vec::new(),
+            };
         }
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         let counts = piece_counts(encoding_for_model(model));
@@ -100,10 +103,15 @@ impl Reply {
         let n = if endpoint == Endpoint::Messages {
             1
         } else {
-            body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128)
+            body.get("n")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, 128)
         };
         let seed = content_hash(endpoint, body);
-        let choices = (0..n).map(|i| choice(&seed, i, counts, max_tokens)).collect();
+        let choices = (0..n)
+            .map(|i| choice(&seed, i, counts, max_tokens))
+            .collect();
         Reply { choices }
     }
 }
@@ -127,14 +135,22 @@ fn content_hash(endpoint: Endpoint, body: &Value) -> [u8; 32] {
         }
         _ => {
             h.update(b"text\0");
-            let input = body.get("prompt").or_else(|| body.get("input")).unwrap_or(&null);
+            let input = body
+                .get("prompt")
+                .or_else(|| body.get("input"))
+                .unwrap_or(&null);
             h.update(input.to_string().as_bytes());
         }
     }
     *h.finalize().as_bytes()
 }
 
-fn choice(seed: &[u8; 32], index: u64, counts: &PieceCounts, max_tokens: Option<u64>) -> ReplyChoice {
+fn choice(
+    seed: &[u8; 32],
+    index: u64,
+    counts: &PieceCounts,
+    max_tokens: Option<u64>,
+) -> ReplyChoice {
     let mut h = blake3::Hasher::new();
     h.update(seed);
     h.update(&index.to_le_bytes());
@@ -149,7 +165,11 @@ fn choice(seed: &[u8; 32], index: u64, counts: &PieceCounts, max_tokens: Option<
     let mut truncated = false;
     for (i, b) in bytes[1..=words].iter().enumerate() {
         let w = *b as usize % WORDS.len();
-        let cost = if i == 0 { counts.first[w] } else { counts.rest[w] };
+        let cost = if i == 0 {
+            counts.first[w]
+        } else {
+            counts.rest[w]
+        };
         if tokens + cost > limit {
             truncated = true;
             break;
@@ -170,7 +190,11 @@ fn choice(seed: &[u8; 32], index: u64, counts: &PieceCounts, max_tokens: Option<
             text.push('.');
         }
     }
-    ReplyChoice { text, tokens, truncated }
+    ReplyChoice {
+        text,
+        tokens,
+        truncated,
+    }
 }
 
 /// The text the simulator answers to `body` sent to `path` (choice 0), so a
@@ -200,7 +224,12 @@ pub fn expected_embedding(item: &Value) -> Vec<f32> {
         .chunks(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / 32767.5 - 1.0)
         .collect();
-    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     raw.into_iter().map(|x| x / norm).collect()
 }
 
@@ -218,7 +247,11 @@ mod tests {
         let a = expected_reply("/v1/chat/completions", &chat("one"));
         let mut streamed = chat("one");
         streamed["stream"] = json!(true);
-        assert_eq!(a, expected_reply("/v1/chat/completions", &streamed), "stream is not content");
+        assert_eq!(
+            a,
+            expected_reply("/v1/chat/completions", &streamed),
+            "stream is not content"
+        );
         assert_ne!(a, expected_reply("/v1/chat/completions", &chat("two")));
         assert!(a.ends_with('.'));
     }
@@ -230,7 +263,12 @@ mod tests {
                 let body = json!({"model": model, "messages": [{"role": "user", "content": format!("doc {i}")}]});
                 let reply = Reply::generate(Endpoint::ChatCompletions, &body);
                 let c = &reply.choices[0];
-                assert_eq!(c.tokens, count_text(model, &c.text), "{model}: {:?}", c.text);
+                assert_eq!(
+                    c.tokens,
+                    count_text(model, &c.text),
+                    "{model}: {:?}",
+                    c.text
+                );
             }
         }
     }

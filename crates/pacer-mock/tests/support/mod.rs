@@ -8,13 +8,18 @@ use serde_json::{json, Value};
 
 /// Start a simulator on a free loopback port.
 pub async fn start(config: MockConfig) -> MockServer {
-    MockServer::start(config).await.expect("the simulator starts")
+    MockServer::start(config)
+        .await
+        .expect("the simulator starts")
 }
 
 /// A client without connection pooling: pooled connections arm an idle
 /// timer, and under tokio's paused clock any armed timer lets the clock jump.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap()
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
 }
 
 /// A chat request with one user message.
@@ -34,8 +39,15 @@ pub async fn post(server: &MockServer, path: &str, body: &Value) -> reqwest::Res
 }
 
 /// POST with `key` as a bearer token (or no key at all).
-pub async fn post_with_key(server: &MockServer, path: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
-    let mut req = client().post(format!("{}{path}", server.base_url())).json(body);
+pub async fn post_with_key(
+    server: &MockServer,
+    path: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(format!("{}{path}", server.base_url()))
+        .json(body);
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
@@ -93,10 +105,22 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
 
 #[test]
 fn duration_parser_accepts_only_go_durations() {
-    assert_eq!(parse_openai_duration("20ms"), Some(Duration::from_millis(20)));
-    assert_eq!(parse_openai_duration("1m30.5s"), Some(Duration::from_millis(90_500)));
-    assert_eq!(parse_openai_duration("6m0s"), Some(Duration::from_secs(360)));
-    assert_eq!(parse_openai_duration("1h0m0s"), Some(Duration::from_secs(3600)));
+    assert_eq!(
+        parse_openai_duration("20ms"),
+        Some(Duration::from_millis(20))
+    );
+    assert_eq!(
+        parse_openai_duration("1m30.5s"),
+        Some(Duration::from_millis(90_500))
+    );
+    assert_eq!(
+        parse_openai_duration("6m0s"),
+        Some(Duration::from_secs(360))
+    );
+    assert_eq!(
+        parse_openai_duration("1h0m0s"),
+        Some(Duration::from_secs(3600))
+    );
     assert_eq!(parse_openai_duration("1.2"), None);
     assert_eq!(parse_openai_duration("1m61s"), None);
 }

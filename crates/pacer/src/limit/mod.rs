@@ -18,10 +18,12 @@
 //! "retry after 20 s" closes it for all, so the other in-flight workers do not
 //! run into the same wall one by one.
 
+mod aimd;
 mod gcra;
 mod pause;
 mod rate_limiter;
 
+pub use aimd::Aimd;
 pub use gcra::{Gcra, NotUntil};
 pub use pause::PauseGate;
 pub use rate_limiter::RateLimiter;

@@ -1,11 +1,9 @@
-//! End-to-end: the real `pacer` binary against the real simulated provider.
-
-mod support;
+//! `pacer run` on OpenAI Batch files: results, crashes, stops, faults, bad input.
 
 use std::time::Duration;
 
 use pacer_mock::{MockConfig, RetryAfterStyle};
-use support::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_belongs_to_its_own_request_exactly_once() {

@@ -1,0 +1,8 @@
+//! End-to-end: the real `pacer` binary against the real simulated provider,
+//! over HTTP on loopback. `support` is the harness.
+
+mod batch;
+mod inputs;
+mod money;
+mod streams;
+mod support;

@@ -24,6 +24,8 @@ pub enum Command {
     Estimate(EstimateArgs),
     /// Rebuild documents from the results of a split folder run.
     Export(ExportArgs),
+    /// Check the API key, whether a model exists, and the limits the provider reports.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,6 +138,9 @@ pub struct RunArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
+    /// Skip the key check (`GET /v1/models`) before the first request.
+    #[arg(long)]
+    pub no_verify: bool,
     /// Run against the built-in simulated provider (the default when no API key is set and no base URL is given).
     #[arg(long)]
     pub simulate: bool,
@@ -182,4 +187,23 @@ pub struct ExportArgs {
     /// Where to write (default: stdout).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// API base URL (default: $OPENAI_BASE_URL, then https://api.openai.com/v1).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// A model that should exist.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Anthropic's API (x-api-key, $ANTHROPIC_API_KEY, https://api.anthropic.com/v1).
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+    /// Print as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

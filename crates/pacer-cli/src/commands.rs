@@ -92,12 +92,10 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
     cfg.retry = RetryPolicy { max_retries: args.max_retries, ..RetryPolicy::default() };
     cfg.restart = args.restart;
     cfg.max_cost = args.max_cost;
+    cfg.verify = !args.no_verify;
 
     let anthropic = args.input_args.provider == Some(ProviderArg::Anthropic);
-    let key_env = if anthropic && args.api_key_env == "OPENAI_API_KEY" { "ANTHROPIC_API_KEY" } else { &args.api_key_env };
-    let key = std::env::var(key_env).ok().filter(|k| !k.trim().is_empty());
-    let base_env = if anthropic { "ANTHROPIC_BASE_URL" } else { "OPENAI_BASE_URL" };
-    let base_url = args.base_url.clone().or_else(|| std::env::var(base_env).ok().filter(|b| !b.is_empty()));
+    let Endpoint { key_env, key, base_url } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
 
     // Rehearsal: no key and nowhere to send means the built-in simulator.
     let simulate = args.simulate || (key.is_none() && base_url.is_none());
@@ -112,8 +110,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
         _mock = Some(mock);
         (url, Some(pacer_mock::DEFAULT_KEY.to_string()))
     } else {
-        let default = if anthropic { "https://api.anthropic.com/v1" } else { "https://api.openai.com/v1" };
-        (base_url.unwrap_or_else(|| default.to_string()), key)
+        (base_url.unwrap_or_else(|| default_base_url(anthropic).to_string()), key)
     };
     cfg.transport = TransportConfig {
         base_url,
@@ -145,6 +142,111 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("pacer: stopped: {reason}");
     }
     Ok(exit_code(&report))
+}
+
+/// Where requests go and with which key, from flags and the environment.
+struct Endpoint {
+    key_env: String,
+    key: Option<String>,
+    base_url: Option<String>,
+}
+
+fn endpoint(anthropic: bool, api_key_env: &str, base_url: Option<String>) -> Endpoint {
+    let key_env =
+        if anthropic && api_key_env == "OPENAI_API_KEY" { "ANTHROPIC_API_KEY" } else { api_key_env }.to_string();
+    let key = std::env::var(&key_env).ok().filter(|k| !k.trim().is_empty());
+    let base_env = if anthropic { "ANTHROPIC_BASE_URL" } else { "OPENAI_BASE_URL" };
+    let base_url = base_url.or_else(|| std::env::var(base_env).ok().filter(|b| !b.is_empty()));
+    Endpoint { key_env, key, base_url }
+}
+
+fn default_base_url(anthropic: bool) -> &'static str {
+    if anthropic {
+        "https://api.anthropic.com/v1"
+    } else {
+        "https://api.openai.com/v1"
+    }
+}
+
+pub async fn verify(args: crate::args::VerifyArgs) -> u8 {
+    use pacer::engine::VerifyVerdict;
+    let anthropic = args.provider == Some(ProviderArg::Anthropic);
+    let Endpoint { key_env, key, base_url } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
+    let Some(key) = key else {
+        eprintln!("pacer: ${key_env} is not set; export the API key there (or name another variable with --api-key-env)");
+        return exit::STOPPED;
+    };
+    let base_url = base_url.unwrap_or_else(|| default_base_url(anthropic).to_string());
+    let transport = match pacer::transport::Transport::new(TransportConfig {
+        base_url: base_url.clone(),
+        api_key: Some(ApiKey::new(key)),
+        timeout: std::time::Duration::from_secs(30),
+        ..TransportConfig::default()
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pacer: {e}");
+            return exit::STOPPED;
+        }
+    };
+    let models: Vec<String> = args.model.iter().cloned().collect();
+    let verdict = pacer::engine::verify(&transport, anthropic, &models).await;
+    let (code, sentence, limits) = match &verdict {
+        VerifyVerdict::Refused(reason) => (exit::STOPPED, reason.to_string(), None),
+        VerifyVerdict::Inconclusive(why) => (exit::STOPPED, format!("could not check the key at {base_url}: {why}"), None),
+        VerifyVerdict::KeyAccepted { models, limits } => match models.first() {
+            Some((m, Some(false))) => {
+                (exit::STOPPED, format!("the key works, but {base_url} does not list model \"{m}\""), Some(limits))
+            }
+            Some((m, Some(true))) => (exit::OK, format!("the key works and model \"{m}\" exists at {base_url}"), Some(limits)),
+            Some((m, None)) => {
+                (exit::OK, format!("the key works at {base_url} (it gave no model list to look for \"{m}\" in)"), Some(limits))
+            }
+            None => (exit::OK, format!("the key works at {base_url}"), Some(limits)),
+        },
+    };
+    if args.json {
+        let limits = limits.map(limits_json);
+        println!("{}", serde_json::json!({"ok": code == exit::OK, "message": sentence, "limits": limits}));
+    } else {
+        println!("{sentence}");
+        if let Some(l) = limits {
+            print_limits(l);
+        }
+    }
+    code
+}
+
+fn window_json(w: &pacer::provider::RateWindow) -> serde_json::Value {
+    serde_json::json!({
+        "limit": w.limit,
+        "remaining": w.remaining,
+        "reset_s": w.reset.map(|d| d.as_secs_f64()),
+    })
+}
+
+fn limits_json(l: &pacer::provider::RateLimitSnapshot) -> serde_json::Value {
+    serde_json::json!({
+        "requests": window_json(&l.requests),
+        "tokens": window_json(&l.tokens),
+        "input_tokens": window_json(&l.input_tokens),
+        "output_tokens": window_json(&l.output_tokens),
+    })
+}
+
+fn print_limits(l: &pacer::provider::RateLimitSnapshot) {
+    if l.is_empty() {
+        println!("limits: none in the provider's headers (pacer will learn them from 429s)");
+        return;
+    }
+    for (name, w) in [("requests", &l.requests), ("tokens", &l.tokens), ("input tokens", &l.input_tokens), ("output tokens", &l.output_tokens)] {
+        if w.is_empty() {
+            continue;
+        }
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        let reset = w.reset.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "?".into());
+        println!("limits: {name}: {} per minute, {} remaining, full again in {reset}", opt(w.limit), opt(w.remaining));
+    }
 }
 
 fn exit_code(report: &pacer::engine::RunReport) -> u8 {

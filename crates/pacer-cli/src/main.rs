@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status(args),
             Command::Estimate(args) => commands::estimate(args),
             Command::Export(args) => commands::export(args),
+            Command::Verify(args) => commands::verify(args).await,
         }
     });
     ExitCode::from(code)

@@ -83,27 +83,27 @@ fn parse_positive(s: &str) -> Result<u64, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct MockConfig {
     /// Address to listen on (port 0 picks a free port; the bound address is printed first).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Accepted API keys, comma separated (Authorization: Bearer KEY or x-api-key: KEY).
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_KEY)]
+    #[arg(long, value_name = "KEY,...", value_delimiter = ',', default_value = DEFAULT_KEY)]
     pub keys: Vec<String>,
 
     /// Requests per minute allowed per key (a continuously refilling bucket).
-    #[arg(long, value_parser = parse_positive)]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub rpm: Option<u64>,
 
     /// Tokens per minute allowed per key; a request is charged prompt tokens + max_tokens × n at admission.
-    #[arg(long, value_parser = parse_positive)]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub tpm: Option<u64>,
 
     /// Request bucket capacity (default: the full --rpm); the token bucket keeps the same share of --tpm.
-    #[arg(long, requires = "rpm", value_parser = parse_positive)]
+    #[arg(long, value_name = "N", requires = "rpm", value_parser = parse_positive)]
     pub burst: Option<u64>,
 
     /// How 429s say when to retry.
-    #[arg(long, value_enum, default_value_t = RetryAfterStyle::Both)]
+    #[arg(long, value_name = "STYLE", value_enum, default_value_t = RetryAfterStyle::Both)]
     pub retry_after: RetryAfterStyle,
 
     /// Send no rate-limit headers (limits are still enforced).
@@ -111,19 +111,19 @@ pub struct MockConfig {
     pub hide_headers: bool,
 
     /// After N accepted requests, every request gets 429 insufficient_quota.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub quota: Option<u64>,
 
     /// Share of accepted requests answered 500/502/503.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     pub error_rate: f64,
 
     /// Share of accepted requests answered 529 overloaded_error.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     pub overload_rate: f64,
 
     /// Latency before answering, in milliseconds (the median when --latency-tail is set).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency: u64,
 
     /// Draw latency from a heavy-tailed (log-normal) distribution around --latency.
@@ -131,27 +131,27 @@ pub struct MockConfig {
     pub latency_tail: bool,
 
     /// Share of requests accepted and never answered.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     pub hang_rate: f64,
 
     /// Share of requests whose connection is closed in the middle of the answer.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     pub reset_rate: f64,
 
     /// START:DURATION in seconds after start during which everything gets 503 (repeatable).
-    #[arg(long)]
+    #[arg(long, value_name = "START:DURATION")]
     pub outage: Vec<Outage>,
 
     /// Seed for the fault dice, for repeatable runs (default: random).
-    #[arg(long)]
+    #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
 
     /// Delay between streamed chunks, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     pub chunk_delay: u64,
 
     /// Share of streams ended early, without their final event or [DONE].
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     pub stream_cut_rate: f64,
 }
 

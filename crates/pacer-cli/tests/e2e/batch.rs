@@ -19,7 +19,7 @@ async fn every_result_belongs_to_its_own_request_exactly_once() {
     // Rerunning a finished job sends nothing.
     let again = env.run(&["run", "jobs.jsonl", "--json"]).await;
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
-    assert_eq!(env.stats().requests, 300);
+    assert_eq!(env.chats(), 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,16 +64,21 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
 async fn a_wrong_key_stops_the_run_after_at_most_the_concurrency_limit() {
     let env = Env::new(MockConfig { latency: 10, ..MockConfig::default() }).await;
     write_batch(env.dir.path(), "jobs.jsonl", 10_000);
-    let out = env
-        .run_with(&["run", "jobs.jsonl", "--concurrency", "20", "--json"], |c| {
-            c.env("OPENAI_API_KEY", "sk-wrong-key-123456");
-        })
-        .await;
+    let wrong_key = |c: &mut tokio::process::Command| {
+        c.env("OPENAI_API_KEY", "sk-wrong-key-123456");
+    };
+    // The key check before the first request: a wrong key costs one request.
+    let out = env.run_with(&["run", "jobs.jsonl", "--concurrency", "20", "--json"], wrong_key).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("API key was rejected (401)"), "{err}");
     assert!(!err.contains("sk-wrong-key-123456"), "the key leaked: {err}");
-    assert!(env.stats().requests <= 20, "sent {} requests", env.stats().requests);
+    assert_eq!(env.stats().requests, 1, "only the key check went out");
+    // Without the check, no more than the concurrency limit.
+    let out = env.run_with(&["run", "jobs.jsonl", "--concurrency", "20", "--no-verify"], wrong_key).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(env.chats() <= 20, "sent {} requests", env.chats());
+    assert!(!stderr(&out).contains("sk-wrong-key-123456"));
     // Nothing finished, nothing lost: the right key resumes.
     let out = env.run(&["run", "jobs.jsonl", "--json", "--concurrency", "64"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -87,7 +92,7 @@ async fn insufficient_quota_stops_the_run_at_once() {
     let out = env.run(&["run", "jobs.jsonl", "--concurrency", "10", "--json"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("quota"), "{}", stderr(&out));
-    assert!(env.stats().requests <= 50 + 10, "sent {}", env.stats().requests);
+    assert!(env.chats() <= 50 + 10, "sent {}", env.chats());
     let s = summary(&out);
     assert_eq!(s["succeeded"], 50);
     assert_eq!(read_results(&env.path("jobs.results.jsonl")).len(), 50);
@@ -131,11 +136,11 @@ async fn a_changed_input_is_refused_and_restart_starts_over() {
     let out = env.run(&["run", "jobs.jsonl"]).await;
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("changed"), "{}", stderr(&out));
-    assert_eq!(env.stats().requests, 20);
+    assert_eq!(env.chats(), 20);
     let out = env.run(&["run", "jobs.jsonl", "--restart"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
-    assert_eq!(env.stats().requests, 45);
+    assert_eq!(env.chats(), 45);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +195,7 @@ async fn failed_for_good_requests_keep_their_answer_and_exit_1() {
     let bad = &results["bad"];
     assert_eq!(bad["response"]["status_code"], 400, "{bad}");
     assert_eq!(bad["response"]["body"]["error"]["type"], "invalid_request_error", "{bad}");
-    assert_eq!(env.stats().requests, 2, "a client error is not retried");
+    assert_eq!(env.chats(), 2, "a client error is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,5 +41,5 @@ async fn an_unknown_model_costs_unknown_never_zero() {
     let out = env.run(&["run", "jobs.jsonl", "--restart", "--max-cost", "1"]).await;
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("my-private-model"), "{}", stderr(&out));
-    assert_eq!(env.stats().requests, 1);
+    assert_eq!(env.chats(), 1);
 }

@@ -34,5 +34,5 @@ async fn a_stalled_stream_hits_the_idle_timeout_and_is_never_a_success() {
         assert!(r["response"].is_null(), "{r}");
         assert_eq!(r["error"]["code"], "timeout", "{r}");
     }
-    assert_eq!(env.stats().requests, 6, "each request tried twice");
+    assert_eq!(env.chats(), 6, "each request tried twice");
 }

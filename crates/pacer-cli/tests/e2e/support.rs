@@ -62,6 +62,17 @@ impl Env {
     pub fn stats(&self) -> Stats {
         self.mock.stats()
     }
+
+    /// Requests the simulator received on `path` (the key check's
+    /// `GET /v1/models` is not one of them).
+    pub fn sent(&self, path: &str) -> usize {
+        self.mock.log().iter().filter(|e| e.path == path).count()
+    }
+
+    /// Chat completions the simulator received.
+    pub fn chats(&self) -> usize {
+        self.sent("/v1/chat/completions")
+    }
 }
 
 /// A chat request line for `custom_id` (a distinct prompt each).

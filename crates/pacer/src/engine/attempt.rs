@@ -128,7 +128,9 @@ impl Ctx {
 pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphorePermit) {
     let sent_at = Instant::now();
     let result = ctx.transport.send(&item.url, &item.body, &item.custom_id).await;
-    drop(permit);
+    // The slot is held until the answer is acted on, so that a stop (401,
+    // quota) is in force before the dispatcher can admit anyone else.
+    let _permit = permit;
     let now = Instant::now();
     item.attempts += 1;
     match result {

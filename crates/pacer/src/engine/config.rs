@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub prices: PriceTable,
     /// After Ctrl-C, how long in-flight requests get to finish.
     pub grace: Duration,
+    /// Check the key (`GET /v1/models`) before the first request.
+    pub verify: bool,
 }
 
 /// Requests in flight when neither `--concurrency` nor a learned pace says otherwise.
@@ -62,6 +64,7 @@ impl RunConfig {
             max_cost: None,
             prices: PriceTable::builtin(),
             grace: Duration::from_secs(5),
+            verify: true,
         }
     }
 }

@@ -15,6 +15,7 @@ use super::attempt::{attempt, Ctx, Emitter, Stop};
 use super::item::{Item, Ready};
 use super::pace::Pacer;
 use super::prepare::prepare;
+use super::verify::{verify, Verdict as VerifyVerdict};
 use super::{EngineError, RunConfig};
 use crate::cost::{Budget, CostMeter, PriceTable};
 use crate::report::{Event, Summary};
@@ -77,6 +78,28 @@ pub async fn run(
         }
     }
 
+    let mut verified_limits = None;
+    if cfg.verify && counts.pending > 0 {
+        let anthropic = prepared.store.first_pending_url()?.is_some_and(|u| u.trim_end_matches('/').ends_with("/messages"));
+        let models: Vec<String> = prepared.store.models()?.into_iter().flatten().collect();
+        match verify(&transport, anthropic, &models).await {
+            VerifyVerdict::Refused(reason) => {
+                emitter.emit(Event::Stopping { reason: reason.to_string() });
+                drop(prepared);
+                return Ok(RunReport { summary: emitter.summary(), stop: Some(reason), recovery });
+            }
+            VerifyVerdict::KeyAccepted { models, limits } => {
+                for (model, listed) in models {
+                    if listed == Some(false) {
+                        tracing::warn!("the provider does not list model \"{model}\"; its requests may fail with 404");
+                    }
+                }
+                verified_limits = Some(limits);
+            }
+            VerifyVerdict::Inconclusive(why) => tracing::info!("key check inconclusive ({why}); going on"),
+        }
+    }
+
     let reader = JobStore::open(&cfg.state)?;
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
@@ -85,7 +108,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         transport,
         pacer: Pacer::new(&cfg.limits),
-        policy: cfg.retry.clone(),
+        policy: cfg.retry,
         writer: writer.sender(),
         retries: retry_tx,
         events: emitter.clone(),
@@ -94,6 +117,9 @@ pub async fn run(
         settled: Notify::new(),
         meter: Mutex::new(CostMeter::new(cfg.prices.clone())),
     });
+    if let Some(limits) = verified_limits.filter(|l| !l.is_empty()) {
+        ctx.pacer.observe(Instant::now(), &limits);
+    }
     ctx.emit_pace();
 
     let remaining = counts.pending + counts.in_flight;

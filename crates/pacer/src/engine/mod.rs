@@ -30,6 +30,7 @@ mod item;
 mod output;
 mod pace;
 mod prepare;
+mod verify;
 
 pub use config::{Limits, RunConfig};
 pub use dispatch::{run, RunReport};
@@ -37,3 +38,4 @@ pub use error::EngineError;
 pub use output::{error_line, response_line};
 pub use pace::Pacer;
 pub use prepare::{status, StatusReport};
+pub use verify::{verify, Verdict as VerifyVerdict};

@@ -63,11 +63,18 @@ pub fn split_spans(
     count: &dyn Fn(&str) -> u64,
 ) -> Vec<ChunkSpan> {
     let max = max_tokens.max(1);
-    if count(text) <= max {
-        return vec![ChunkSpan {
+    let whole = || {
+        vec![ChunkSpan {
             range: 0..text.len(),
             body_start: 0,
-        }];
+        }]
+    };
+    // Counting is the cost. A text far longer than the limit in bytes (16
+    // bytes a token is four times the usual) is cut into pieces first, and
+    // the whole is counted only if the pieces come near the limit.
+    let far_over = text.len() as u64 > max.saturating_mul(16);
+    if !far_over && count(text) <= max {
+        return whole();
     }
     let overlap = overlap.min(max / 2);
     // Pieces leave room for the overlap, so any piece fits after one.
@@ -81,6 +88,10 @@ pub fn split_spans(
         count,
         &mut pieces,
     );
+    let near = pieces.iter().map(|p| p.tokens).sum::<u64>() <= max.saturating_mul(2);
+    if far_over && near && count(text) <= max {
+        return whole();
+    }
 
     let mut chunks: Vec<ChunkSpan> = Vec::new();
     let mut previous: Option<Range<usize>> = None; // the last chunk's own text
@@ -424,6 +435,14 @@ mod tests {
             vec![text.to_owned()]
         );
         assert_eq!(split_text("", 5, 0, &words_count), vec![String::new()]);
+    }
+
+    #[test]
+    fn a_text_long_in_bytes_but_within_the_limit_is_not_split() {
+        // 20 words of 100 bytes: 2,000 bytes, but 20 tokens by the stand-in.
+        let text = vec!["y".repeat(100); 20].join(" ");
+        assert_eq!(split_text(&text, 20, 0, &words_count), vec![text.clone()]);
+        assert_eq!(split_text(&text, 19, 0, &words_count).len(), 2);
     }
 
     #[test]

@@ -15,14 +15,24 @@ use tokio::time::Instant;
 ///   that succeeded over the last second): when a provider's large bucket has
 ///   just run dry, the rate that gets through is the only honest measure, and
 ///   halving step by step from far above it would mean hundreds of 429s.
+///   Within one window the goodput can pull the rate down to a quarter of
+///   the ceiling at most, since a paused second also reads as no goodput.
 /// - **Probe**: back up quickly towards the rate of the last cut (10% of it a
-///   second), then gently around it (0.5% a second: this is where the limit
-///   is, and where 429s cost), then faster again once clearly above it (the
-///   limit may have been raised).
+///   second), then gently around it (0.05% of it per good answer: this is
+///   where the limit is, and where 429s cost), then faster again once clearly
+///   above it (5% a second: the limit may have been raised).
 ///
-/// Increases are time-based (per second of good answers, not per answer), so
-/// the probing speed does not depend on the rate itself; a long gap without
-/// answers counts as at most one second, so an idle spell is no licence to jump.
+/// The rate only grows while it is used (at most twice the last second's
+/// goodput): a rate far above the real traffic, held back by a concurrency
+/// cap or a lack of work, proves nothing. A long gap between answers counts
+/// as at most one second of growth.
+///
+/// Measured in this file's simulation (latency 0.2-0.8 s, pause on
+/// Retry-After, 10 minutes): 600 rpm providers with a one-second or a
+/// one-minute bucket get 100% of their limit in minutes 1-5 with about 1% of
+/// requests answered 429. Slow limits with a minute's bucket (50 rpm) pay for
+/// slow start's first flight once (about 5% of a 10-minute run's requests),
+/// then stay near 1%.
 #[derive(Debug, Clone)]
 pub struct Aimd {
     rate: f64,
@@ -60,10 +70,22 @@ const MAX_STEP: Duration = Duration::from_secs(1);
 impl Aimd {
     /// Starts at `initial_rate` (clamped to `[min, max]`) in slow start.
     pub fn new(initial_rate: f64, min: f64, max: f64) -> Aimd {
-        let min = if min.is_finite() && min > 0.0 { min } else { 1e-3 };
-        let max = if max.is_finite() && max >= min { max } else { min.max(1e6) };
+        let min = if min.is_finite() && min > 0.0 {
+            min
+        } else {
+            1e-3
+        };
+        let max = if max.is_finite() && max >= min {
+            max
+        } else {
+            min.max(1e6)
+        };
         Aimd {
-            rate: if initial_rate.is_finite() { initial_rate.clamp(min, max) } else { min },
+            rate: if initial_rate.is_finite() {
+                initial_rate.clamp(min, max)
+            } else {
+                min
+            },
             min,
             max,
             slow_start: true,
@@ -118,10 +140,15 @@ impl Aimd {
         if self.holding(now) {
             return; // answers of the flight that was just cut
         }
-        let dt = now.saturating_duration_since(last).min(MAX_STEP).as_secs_f64();
+        let dt = now
+            .saturating_duration_since(last)
+            .min(MAX_STEP)
+            .as_secs_f64();
         let grown = match self.ceiling {
             None => self.rate * 2f64.powf(dt),
-            Some(c) if self.rate < c * (1.0 - NEAR) => (self.rate + RECOVER * c * dt).min(c * (1.0 - NEAR)),
+            Some(c) if self.rate < c * (1.0 - NEAR) => {
+                (self.rate + RECOVER * c * dt).min(c * (1.0 - NEAR))
+            }
             Some(c) if self.rate < c * (1.0 + NEAR) => self.rate + PROBE * c,
             Some(c) => self.rate + EXPLORE * c * dt,
         };
@@ -157,7 +184,11 @@ impl Aimd {
         // would only slow the climb back to a limit that has not moved.
         // (A second's goodput is too coarse below ten answers.)
         let goodput = self.goodput.per_second(now);
-        let goodput = if goodput >= 10.0 { goodput.min(self.max) } else { 0.0 };
+        let goodput = if goodput >= 10.0 {
+            goodput.min(self.max)
+        } else {
+            0.0
+        };
         self.ceiling = Some(self.rate.max(goodput));
         self.rate = (self.rate * DECREASE).clamp(self.min, self.max);
         self.hold_until = Some(now + self.window);
@@ -238,7 +269,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Aimd::new(100.0, 1.0, 1000.0);
         a.on_rate_limited(t0); // 70, ceiling 100
-        // Good answers at 100 a second for two seconds.
+                               // Good answers at 100 a second for two seconds.
         for i in 0..20 {
             good(&mut a, t0 + ms(100 * i), 10);
         }
@@ -279,7 +310,11 @@ mod tests {
         // goodput: the limit is found within a few windows.
         let ceiling = a.ceiling().unwrap();
         assert!((9.0..=11.0).contains(&ceiling), "{ceiling}");
-        assert!(a.rate() <= ceiling && a.rate() >= ceiling * 0.6, "{}", a.rate());
+        assert!(
+            a.rate() <= ceiling && a.rate() >= ceiling * 0.6,
+            "{}",
+            a.rate()
+        );
     }
 
     #[test]
@@ -482,8 +517,16 @@ mod tests {
                 "limit {limit}/s burst {burst}: first minute {:.3}, minutes 1-5 {:.3}, 429s {:.4} ({:.4} after the first minute)",
                 run.share_first_min, run.share_1_to_5_min, run.share_429, run.share_429_after_first_min
             );
-            assert!(run.share_1_to_5_min >= 0.90, "limit {limit} burst {burst}: {:.3}", run.share_1_to_5_min);
-            assert!(run.share_429 <= 0.03, "limit {limit} burst {burst}: {:.4}", run.share_429);
+            assert!(
+                run.share_1_to_5_min >= 0.90,
+                "limit {limit} burst {burst}: {:.3}",
+                run.share_1_to_5_min
+            );
+            assert!(
+                run.share_429 <= 0.03,
+                "limit {limit} burst {burst}: {:.4}",
+                run.share_429
+            );
         }
     }
 
@@ -502,7 +545,11 @@ mod tests {
             );
             assert!(run.share_1_to_5_min >= 0.90, "{:.3}", run.share_1_to_5_min);
             assert!(run.share_429 <= 0.08, "{:.4}", run.share_429);
-            assert!(run.share_429_after_first_min <= 0.03, "{:.4}", run.share_429_after_first_min);
+            assert!(
+                run.share_429_after_first_min <= 0.03,
+                "{:.4}",
+                run.share_429_after_first_min
+            );
         }
     }
 
@@ -511,7 +558,10 @@ mod tests {
         // Strict spacing: any request a hair early is refused. Harder than
         // any real provider; the bounds are looser but still hold.
         let run = simulate(10.0, 1.0, 1.0, 64);
-        eprintln!("strict: minutes 1-5 {:.3}, 429s {:.4}", run.share_1_to_5_min, run.share_429);
+        eprintln!(
+            "strict: minutes 1-5 {:.3}, 429s {:.4}",
+            run.share_1_to_5_min, run.share_429
+        );
         assert!(run.share_1_to_5_min >= 0.85, "{:.3}", run.share_1_to_5_min);
         assert!(run.share_429 <= 0.04, "{:.4}", run.share_429);
     }

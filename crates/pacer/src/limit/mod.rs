@@ -17,13 +17,22 @@
 //! One [`PauseGate`] stops everybody after a 429: the first worker to hear
 //! "retry after 20 s" closes it for all, so the other in-flight workers do not
 //! run into the same wall one by one.
+//!
+//! Where no limit is known, [`Aimd`] finds it from 429s as TCP finds a link's
+//! capacity; a [`CircuitBreaker`] stops dispatch during an outage and probes
+//! with one request; [`little_concurrency`] sizes the requests in flight to
+//! the pace and the latency (Little's law).
 
 mod aimd;
+mod circuit;
+mod concurrency;
 mod gcra;
 mod pause;
 mod rate_limiter;
 
 pub use aimd::Aimd;
+pub use circuit::{CircuitBreaker, CircuitState, Permit};
+pub use concurrency::{little_concurrency, MAX_CONCURRENCY};
 pub use gcra::{Gcra, NotUntil};
 pub use pause::PauseGate;
 pub use rate_limiter::RateLimiter;

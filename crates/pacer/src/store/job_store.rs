@@ -351,3 +351,13 @@ impl JobStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 }
+
+impl JobStore {
+    /// The endpoint of the first pending request (to tell the provider's kind).
+    pub fn first_pending_url(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT url FROM requests WHERE state < 2 LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+}

@@ -107,9 +107,11 @@ impl Transport {
         join_url(&self.config.base_url, path)
     }
 
-    /// `GET` an endpoint (e.g. `/v1/models` for `pacer verify`).
-    pub async fn get(&self, path: &str) -> Result<Answer, TransportError> {
-        let req = self.client.get(self.endpoint(path)).headers(self.auth_headers(path));
+    /// `GET` an endpoint (e.g. `/v1/models` for `pacer verify`), with
+    /// Anthropic's auth headers when `anthropic`.
+    pub async fn get(&self, path: &str, anthropic: bool) -> Result<Answer, TransportError> {
+        let auth_path = if anthropic { "/v1/messages" } else { path };
+        let req = self.client.get(self.endpoint(path)).headers(self.auth_headers(auth_path));
         let fut = async {
             let resp = req.send().await.map_err(map_reqwest)?;
             let status = resp.status().as_u16();

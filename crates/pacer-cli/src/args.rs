@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// Retries per request before its last answer becomes its result.
     #[arg(long, default_value_t = 10)]
     pub max_retries: u32,
+    /// While the provider is down (a run of 5xx, 529, timeouts), a request is
+    /// failed for good only after failing this long.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub max_retry_time: Duration,
     /// Total time for one attempt.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,

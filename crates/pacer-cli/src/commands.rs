@@ -93,6 +93,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
     cfg.restart = args.restart;
     cfg.max_cost = args.max_cost;
     cfg.verify = !args.no_verify;
+    cfg.max_retry_time = args.max_retry_time;
 
     let anthropic = args.input_args.provider == Some(ProviderArg::Anthropic);
     let Endpoint { key_env, key, base_url } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());

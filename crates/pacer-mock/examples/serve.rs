@@ -5,7 +5,10 @@ use clap::Parser;
 use pacer_mock::MockConfig;
 
 #[derive(Parser)]
-#[command(name = "serve", about = "A simulated OpenAI- and Anthropic-compatible provider")]
+#[command(
+    name = "serve",
+    about = "A simulated OpenAI- and Anthropic-compatible provider"
+)]
 struct Args {
     #[command(flatten)]
     mock: MockConfig,

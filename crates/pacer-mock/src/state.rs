@@ -29,7 +29,9 @@ pub(crate) struct MockState {
 }
 
 impl MockState {
-    pub fn new(config: MockConfig) -> Self {
+    pub fn new(mut config: MockConfig) -> Self {
+        // An empty key would let `Authorization: Bearer ` in.
+        config.keys.retain(|k| !k.trim().is_empty());
         let started = Instant::now();
         let keys = config
             .keys

@@ -25,7 +25,10 @@ async fn a_stalled_stream_hits_the_idle_timeout_and_is_never_a_success() {
     let env = Env::new(MockConfig { chunk_delay: 400, ..MockConfig::default() }).await;
     write_batch(env.dir.path(), "jobs.jsonl", 3);
     let out = env
-        .run(&["run", "jobs.jsonl", "--json", "--stream", "--idle-timeout", "100ms", "--max-retries", "1"])
+        .run(&[
+            "run", "jobs.jsonl", "--json", "--stream", "--idle-timeout", "100ms", "--max-retries", "1",
+            "--max-retry-time", "2s",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let results = read_results(&env.path("jobs.results.jsonl"));
@@ -34,5 +37,8 @@ async fn a_stalled_stream_hits_the_idle_timeout_and_is_never_a_success() {
         assert!(r["response"].is_null(), "{r}");
         assert_eq!(r["error"]["code"], "timeout", "{r}");
     }
-    assert_eq!(env.chats(), 6, "each request tried twice");
+    // Stalls look like an outage: the circuit opens and probes, and each
+    // request is given up after --max-retry-time, not hammered meanwhile.
+    let sent = env.chats();
+    assert!((6..=20).contains(&sent), "sent {sent}");
 }

@@ -22,4 +22,4 @@ mod text;
 pub use endpoint::Endpoint;
 pub(crate) use shapes::{models_body, success_body};
 pub(crate) use stream::stream_events;
-pub use text::{expected_embedding, expected_reply, Reply};
+pub use text::{expected_embedding, expected_reply, Reply, ReplyChoice};

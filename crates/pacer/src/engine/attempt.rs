@@ -78,6 +78,8 @@ pub(crate) struct Ctx {
     pub transport: Transport,
     pub pacer: Pacer,
     pub policy: RetryPolicy,
+    /// Outage-like failures fail a request for good only after this long.
+    pub max_retry_time: Duration,
     pub writer: mpsc::UnboundedSender<Command>,
     pub retries: mpsc::UnboundedSender<(Item, Instant)>,
     pub events: Arc<Emitter>,
@@ -142,8 +144,13 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
                 ctx.emit_pace();
             }
             match classify(answer.status, &answer.headers, &answer.body, wall) {
-                Verdict::Success => succeed(&ctx, item, &answer, now),
-                Verdict::Fail => finish_failed(&ctx, item, Failure::Http(&answer), None),
+                Verdict::Success => succeed(&ctx, item, &answer, now, now - sent_at),
+                Verdict::Fail => {
+                    if ctx.pacer.on_provider_up(now) {
+                        ctx.emit_pace();
+                    }
+                    finish_failed(&ctx, item, Failure::Http(&answer), None)
+                }
                 Verdict::Retry(reason) => retry_or_give_up(&ctx, item, reason, Failure::Http(&answer), now),
                 Verdict::Stop(reason) => stop_run(&ctx, item, reason, now),
                 #[allow(unreachable_patterns)]
@@ -189,7 +196,7 @@ fn request_id(answer: &Answer) -> &str {
         .unwrap_or("")
 }
 
-fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant) {
+fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Duration) {
     let body: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
     let usage = body.as_ref().and_then(Usage::from_response);
     let model = item
@@ -200,10 +207,14 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant) {
         (Some(u), Some(m)) => ctx.meter.lock().expect("meter lock").record(m, u),
         _ => None,
     };
+    // Providers charge prompt + max_tokens at admission and keep it; the
+    // real prompt count replaces the estimate.
+    let charged = usage.map_or(item.estimate.total(), |u| u.prompt_tokens + item.estimate.max_output);
+    if ctx.pacer.on_success(now, latency, charged) {
+        ctx.emit_pace();
+    }
     if let Some(u) = &usage {
-        // Providers charge prompt + max_tokens at admission and keep it; the
-        // real prompt count replaces the estimate.
-        ctx.pacer.reconcile_tokens(now, item.estimate.total(), u.prompt_tokens + item.estimate.max_output);
+        ctx.pacer.reconcile_tokens(now, item.estimate.total(), charged);
         ctx.events.emit(Event::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
@@ -241,19 +252,39 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, _now: Option<I
 }
 
 fn retry_or_give_up(ctx: &Ctx, mut item: Item, reason: RetryReason, failure: Failure<'_>, now: Instant) {
+    let mut pace_changed = false;
     if let RetryReason::RateLimited { scope, after } = &reason {
         // Rejected at admission: the provider charged nothing.
         ctx.pacer.reconcile_tokens(now, item.estimate.total(), 0);
-        let until = ctx.pacer.on_rate_limited(now, *scope, *after);
+        pace_changed |= ctx.pacer.on_provider_up(now);
+        let (until, changed) = ctx.pacer.on_rate_limited(now, *scope, *after);
+        pace_changed |= changed;
         ctx.events.emit(Event::Paused { for_: until - now });
     }
-    if item.retries >= ctx.policy.max_retries {
+    // While the provider is down (the circuit is open), attempts do not count
+    // against --max-retries: only --max-retry-time fails a request for good.
+    let outage = reason.is_outage_like();
+    let counted = if outage {
+        let open = ctx.pacer.on_outage(now);
+        item.failing_since.get_or_insert(now);
+        !open
+    } else {
+        item.failing_since = None;
+        true
+    };
+    if pace_changed {
+        ctx.emit_pace();
+    }
+    let out_of_time = item.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= ctx.max_retry_time);
+    if (counted && item.retries >= ctx.policy.max_retries) || out_of_time {
         // Out of retries: the last answer is the request's result.
         finish_failed(ctx, item, failure, Some(now));
         return;
     }
     let delay: Duration = ctx.policy.delay(item.retries, reason.after(), &mut rand::thread_rng());
-    item.retries += 1;
+    if counted {
+        item.retries += 1;
+    }
     ctx.settle(&mut item, None);
     ctx.events.emit(Event::Retrying { rate_limited: matches!(reason, RetryReason::RateLimited { .. }) });
     ctx.write(Command::Retry { idx: item.idx, error: failure.describe() });

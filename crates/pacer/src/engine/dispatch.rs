@@ -109,6 +109,7 @@ pub async fn run(
         transport,
         pacer: Pacer::new(&cfg.limits),
         policy: cfg.retry,
+        max_retry_time: cfg.max_retry_time,
         writer: writer.sender(),
         retries: retry_tx,
         events: emitter.clone(),
@@ -277,14 +278,20 @@ async fn admit(ctx: &Ctx, item: &mut Item, prices: &PriceTable) -> Option<tokio:
             let settled = ctx.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            let tried = budget.lock().expect("budget lock").try_reserve(worst);
+            let (tried, others_reserved) = {
+                let mut b = budget.lock().expect("budget lock");
+                let tried = b.try_reserve(worst);
+                (tried, b.reserved() > 0.0)
+            };
             match tried {
                 Ok(r) => {
                     item.reservation = Some(r);
                     break;
                 }
-                // Others in flight may cost less than reserved: wait for them.
-                Err(_) if ctx.pacer.in_flight() > 1 => settled.await,
+                // Requests in flight hold reservations and may cost less than
+                // reserved: wait for them to settle. (Their settling is what
+                // wakes us, so there is no missed wake-up.)
+                Err(_) if others_reserved => settled.await,
                 Err(_) => {
                     let cap = budget.lock().expect("budget lock").cap();
                     let reason = StopReason::BudgetReached { cap_usd: cap };

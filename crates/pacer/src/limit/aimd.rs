@@ -131,9 +131,20 @@ impl Aimd {
         self.hold_until.is_some_and(|until| now < until)
     }
 
+    /// What got through in the last second, in units a second.
+    pub fn goodput(&mut self, now: Instant) -> f64 {
+        self.goodput.per_second(now)
+    }
+
     /// A good answer: grow by the time elapsed since the last growth.
     pub fn on_success(&mut self, now: Instant) {
-        self.goodput.record(now);
+        self.on_success_units(now, 1);
+    }
+
+    /// A good answer worth `units` (tokens, for a token pace): as
+    /// [`on_success`](Self::on_success), with goodput counted in units.
+    pub fn on_success_units(&mut self, now: Instant, units: u64) {
+        self.goodput.record(now, units);
         let Some(last) = self.last_increase.replace(now) else {
             return;
         };
@@ -200,8 +211,8 @@ impl Aimd {
 #[derive(Debug, Clone, Default)]
 struct Goodput {
     origin: Option<Instant>,
-    /// (slot number, count) for the last [`SLOTS`] slots.
-    slots: [(u64, u32); SLOTS],
+    /// (slot number, units) for the last [`SLOTS`] slots.
+    slots: [(u64, u64); SLOTS],
 }
 
 const SLOTS: usize = 10;
@@ -213,13 +224,13 @@ impl Goodput {
         (now.saturating_duration_since(origin).as_nanos() / SLOT.as_nanos()) as u64
     }
 
-    fn record(&mut self, now: Instant) {
+    fn record(&mut self, now: Instant, units: u64) {
         let n = self.slot(now);
         let cell = &mut self.slots[(n % SLOTS as u64) as usize];
         if cell.0 != n {
             *cell = (n, 0);
         }
-        cell.1 += 1;
+        cell.1 += units;
     }
 
     /// Successes in the last second (the current slot and the nine before).
@@ -228,7 +239,7 @@ impl Goodput {
         self.slots
             .iter()
             .filter(|(slot, _)| *slot + (SLOTS as u64) > n && *slot <= n)
-            .map(|(_, count)| f64::from(*count))
+            .map(|(_, units)| *units as f64)
             .sum()
     }
 }

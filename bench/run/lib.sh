@@ -70,8 +70,8 @@ mock_stats() { python3 "$BENCH_DIR/mockctl.py" stats "$MOCK_URL"; }
 
 # machine_json: the machine and the build, as one JSON object.
 machine_json() {
-  python3 - "$ROOT" <<'PY'
-import json, os, subprocess, sys, datetime
+  python3 - "$ROOT" "$PACER" <<'PY'
+import json, os, subprocess, sys, datetime, hashlib
 def sh(c):
     try: return subprocess.run(c, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
     except Exception: return ""
@@ -83,6 +83,9 @@ print(json.dumps({
   "kernel": sh("uname -r"),
   "git": sh(f"git -C {sys.argv[1]} rev-parse --short HEAD") + ("+dirty" if sh(f"git -C {sys.argv[1]} status --porcelain -- crates") else ""),
   "load_1m": os.getloadavg()[0],
+  "pacer_binary": {"path": sys.argv[2],
+                   "built": datetime.datetime.fromtimestamp(os.path.getmtime(sys.argv[2]), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "sha256": hashlib.sha256(open(sys.argv[2], "rb").read()).hexdigest()[:16]},
 }))
 PY
 }

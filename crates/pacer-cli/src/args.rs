@@ -44,7 +44,8 @@ pub enum ProgressArg {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    pacer::provider::parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration (try 30s, 5m, 1m30s, 500ms)"))
+    pacer::provider::parse_duration(s)
+        .ok_or_else(|| format!("'{s}' is not a duration (try 30s, 5m, 1m30s, 500ms)"))
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {

@@ -16,7 +16,6 @@ use pacer::input::{ProviderHint, Source, SourceOptions};
 use pacer::retry::RetryPolicy;
 use pacer::transport::{ApiKey, TransportConfig};
 
-
 /// Prints an error (with its causes) as one paragraph on stderr.
 fn report_error(e: &anyhow::Error) {
     eprintln!("pacer: {e:#}");
@@ -48,14 +47,20 @@ fn prices(file: Option<&Path>) -> anyhow::Result<PriceTable> {
 /// `requests.jsonl` → `requests.results.jsonl`; a folder `docs/` → `docs.results.jsonl`.
 fn default_output(input: &Path) -> PathBuf {
     let trimmed = input.components().as_path();
-    let stem = trimmed.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pacer".into());
+    let stem = trimmed
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pacer".into());
     let dir = trimmed.parent().unwrap_or(Path::new(""));
     dir.join(format!("{stem}.results.jsonl"))
 }
 
 /// `x.results.jsonl` → `x.results.pacer.db`, beside the output.
 fn default_state(output: &Path) -> PathBuf {
-    let name = output.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pacer".into());
+    let name = output
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pacer".into());
     let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
     output.with_file_name(format!("{stem}.pacer.db"))
 }
@@ -74,11 +79,15 @@ pub async fn run(args: RunArgs) -> u8 {
 }
 
 async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
-    let output = args.output.clone().unwrap_or_else(|| default_output(&args.input));
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&args.input));
     let state = args.state.clone().unwrap_or_else(|| default_state(&output));
     let mut cfg = RunConfig::new(args.input.clone(), output, state);
     cfg.source = source_options(&args.input_args);
-    cfg.prices = prices(args.prices.as_deref()).map_err(|e| anyhow::Error::new(EngineError::Config(format!("{e:#}"))))?;
+    cfg.prices = prices(args.prices.as_deref())
+        .map_err(|e| anyhow::Error::new(EngineError::Config(format!("{e:#}"))))?;
     cfg.limits = Limits {
         rpm: args.rpm,
         rps: args.rps,
@@ -87,22 +96,33 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
         concurrency: args.concurrency,
     };
     if args.concurrency == Some(0) {
-        anyhow::bail!(EngineError::Config("--concurrency must be at least 1".into()));
+        anyhow::bail!(EngineError::Config(
+            "--concurrency must be at least 1".into()
+        ));
     }
-    cfg.retry = RetryPolicy { max_retries: args.max_retries, ..RetryPolicy::default() };
+    cfg.retry = RetryPolicy {
+        max_retries: args.max_retries,
+        ..RetryPolicy::default()
+    };
     cfg.restart = args.restart;
     cfg.max_cost = args.max_cost;
     cfg.verify = !args.no_verify;
     cfg.max_retry_time = args.max_retry_time;
 
     let anthropic = args.input_args.provider == Some(ProviderArg::Anthropic);
-    let Endpoint { key_env, key, base_url } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
+    let Endpoint {
+        key_env,
+        key,
+        base_url,
+    } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
 
     // Rehearsal: no key and nowhere to send means the built-in simulator.
     let simulate = args.simulate || (key.is_none() && base_url.is_none());
     let mut _mock = None;
     let (base_url, key) = if simulate {
-        let mock = pacer_mock::MockServer::start(demo_mock_config()).await.context("starting the simulated provider")?;
+        let mock = pacer_mock::MockServer::start(demo_mock_config())
+            .await
+            .context("starting the simulated provider")?;
         eprintln!(
             "pacer: no ${key_env} and no --base-url: rehearsing against the built-in simulated provider at {} (rpm 1200, tpm 400000, 2% errors, 1% overloads, ~250 ms latency)",
             mock.base_url()
@@ -111,7 +131,10 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
         _mock = Some(mock);
         (url, Some(pacer_mock::DEFAULT_KEY.to_string()))
     } else {
-        (base_url.unwrap_or_else(|| default_base_url(anthropic).to_string()), key)
+        (
+            base_url.unwrap_or_else(|| default_base_url(anthropic).to_string()),
+            key,
+        )
     };
     cfg.transport = TransportConfig {
         base_url,
@@ -127,9 +150,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter::spawn(rx, args.progress);
     let result = pacer::engine::run(cfg, Some(tx), cancel).await;
-    let reporter_done = reporter.finish().await;
+    reporter.finish().await;
     let report = result?;
-    let _ = reporter_done;
 
     let s = &report.summary;
     if args.json {
@@ -153,12 +175,26 @@ struct Endpoint {
 }
 
 fn endpoint(anthropic: bool, api_key_env: &str, base_url: Option<String>) -> Endpoint {
-    let key_env =
-        if anthropic && api_key_env == "OPENAI_API_KEY" { "ANTHROPIC_API_KEY" } else { api_key_env }.to_string();
-    let key = std::env::var(&key_env).ok().filter(|k| !k.trim().is_empty());
-    let base_env = if anthropic { "ANTHROPIC_BASE_URL" } else { "OPENAI_BASE_URL" };
+    let key_env = if anthropic && api_key_env == "OPENAI_API_KEY" {
+        "ANTHROPIC_API_KEY"
+    } else {
+        api_key_env
+    }
+    .to_string();
+    let key = std::env::var(&key_env)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let base_env = if anthropic {
+        "ANTHROPIC_BASE_URL"
+    } else {
+        "OPENAI_BASE_URL"
+    };
     let base_url = base_url.or_else(|| std::env::var(base_env).ok().filter(|b| !b.is_empty()));
-    Endpoint { key_env, key, base_url }
+    Endpoint {
+        key_env,
+        key,
+        base_url,
+    }
 }
 
 fn default_base_url(anthropic: bool) -> &'static str {
@@ -172,7 +208,11 @@ fn default_base_url(anthropic: bool) -> &'static str {
 pub async fn verify(args: crate::args::VerifyArgs) -> u8 {
     use pacer::engine::VerifyVerdict;
     let anthropic = args.provider == Some(ProviderArg::Anthropic);
-    let Endpoint { key_env, key, base_url } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
+    let Endpoint {
+        key_env,
+        key,
+        base_url,
+    } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
     let Some(key) = key else {
         eprintln!("pacer: ${key_env} is not set; export the API key there (or name another variable with --api-key-env)");
         return exit::STOPPED;
@@ -194,21 +234,42 @@ pub async fn verify(args: crate::args::VerifyArgs) -> u8 {
     let verdict = pacer::engine::verify(&transport, anthropic, &models).await;
     let (code, sentence, limits) = match &verdict {
         VerifyVerdict::Refused(reason) => (exit::STOPPED, reason.to_string(), None),
-        VerifyVerdict::Inconclusive(why) => (exit::STOPPED, format!("could not check the key at {base_url}: {why}"), None),
+        VerifyVerdict::Inconclusive(why) => (
+            exit::STOPPED,
+            format!("could not check the key at {base_url}: {why}"),
+            None,
+        ),
         VerifyVerdict::KeyAccepted { models, limits } => match models.first() {
-            Some((m, Some(false))) => {
-                (exit::STOPPED, format!("the key works, but {base_url} does not list model \"{m}\""), Some(limits))
-            }
-            Some((m, Some(true))) => (exit::OK, format!("the key works and model \"{m}\" exists at {base_url}"), Some(limits)),
-            Some((m, None)) => {
-                (exit::OK, format!("the key works at {base_url} (it gave no model list to look for \"{m}\" in)"), Some(limits))
-            }
-            None => (exit::OK, format!("the key works at {base_url}"), Some(limits)),
+            Some((m, Some(false))) => (
+                exit::STOPPED,
+                format!("the key works, but {base_url} does not list model \"{m}\""),
+                Some(limits),
+            ),
+            Some((m, Some(true))) => (
+                exit::OK,
+                format!("the key works and model \"{m}\" exists at {base_url}"),
+                Some(limits),
+            ),
+            Some((m, None)) => (
+                exit::OK,
+                format!(
+                    "the key works at {base_url} (it gave no model list to look for \"{m}\" in)"
+                ),
+                Some(limits),
+            ),
+            None => (
+                exit::OK,
+                format!("the key works at {base_url}"),
+                Some(limits),
+            ),
         },
     };
     if args.json {
         let limits = limits.map(limits_json);
-        println!("{}", serde_json::json!({"ok": code == exit::OK, "message": sentence, "limits": limits}));
+        println!(
+            "{}",
+            serde_json::json!({"ok": code == exit::OK, "message": sentence, "limits": limits})
+        );
     } else {
         println!("{sentence}");
         if let Some(l) = limits {
@@ -240,13 +301,25 @@ fn print_limits(l: &pacer::provider::RateLimitSnapshot) {
         println!("limits: none in the provider's headers (pacer will learn them from 429s)");
         return;
     }
-    for (name, w) in [("requests", &l.requests), ("tokens", &l.tokens), ("input tokens", &l.input_tokens), ("output tokens", &l.output_tokens)] {
+    for (name, w) in [
+        ("requests", &l.requests),
+        ("tokens", &l.tokens),
+        ("input tokens", &l.input_tokens),
+        ("output tokens", &l.output_tokens),
+    ] {
         if w.is_empty() {
             continue;
         }
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-        let reset = w.reset.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "?".into());
-        println!("limits: {name}: {} per minute, {} remaining, full again in {reset}", opt(w.limit), opt(w.remaining));
+        let reset = w
+            .reset
+            .map(|d| format!("{:.1}s", d.as_secs_f64()))
+            .unwrap_or_else(|| "?".into());
+        println!(
+            "limits: {name}: {} per minute, {} remaining, full again in {reset}",
+            opt(w.limit),
+            opt(w.remaining)
+        );
     }
 }
 
@@ -276,7 +349,8 @@ fn demo_mock_config() -> pacer_mock::MockConfig {
 /// Second: leave at once (the state is safe either way).
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         match term.as_mut() {
             Some(t) => {
                 tokio::select! {
@@ -330,7 +404,10 @@ pub fn status(args: StatusArgs) -> u8 {
                 println!("pending:   {}", c.pending);
                 println!("in flight: {}", c.in_flight);
                 println!("re-sent:   {}", c.resent);
-                println!("tokens:    {} prompt, {} completion", c.prompt_tokens, c.completion_tokens);
+                println!(
+                    "tokens:    {} prompt, {} completion",
+                    c.prompt_tokens, c.completion_tokens
+                );
                 println!("spent:     {}", pacer::cost::format_usd(c.spent_usd));
             }
             exit::OK
@@ -352,8 +429,12 @@ fn find_state() -> anyhow::Result<PathBuf> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => anyhow::bail!("no *.pacer.db state file in the current folder; name one: pacer status STATE"),
-        _ => anyhow::bail!("several state files in the current folder; name one: pacer status STATE"),
+        0 => anyhow::bail!(
+            "no *.pacer.db state file in the current folder; name one: pacer status STATE"
+        ),
+        _ => {
+            anyhow::bail!("several state files in the current folder; name one: pacer status STATE")
+        }
     }
 }
 
@@ -369,7 +450,11 @@ pub fn estimate(args: EstimateArgs) -> u8 {
                 None
             }
         });
-        let limits = EstimateLimits { rpm: args.rpm, rps: args.rps, tpm: args.tpm };
+        let limits = EstimateLimits {
+            rpm: args.rpm,
+            rps: args.rps,
+            tpm: args.tpm,
+        };
         let report = pacer::cost::estimate(specs, &table, &limits);
         if let Some(e) = first_error {
             return Err(e.into());

@@ -33,10 +33,14 @@ impl Reporter {
         let display = match mode {
             ProgressArg::Auto if std::io::stderr().is_terminal() => Display::Bar(bar()),
             ProgressArg::Bar => Display::Bar(bar()),
-            ProgressArg::Auto | ProgressArg::Plain => Display::Plain { last: Instant::now() },
+            ProgressArg::Auto | ProgressArg::Plain => Display::Plain {
+                last: Instant::now(),
+            },
             ProgressArg::None => Display::None,
         };
-        Reporter { task: tokio::spawn(report(rx, display)) }
+        Reporter {
+            task: tokio::spawn(report(rx, display)),
+        }
     }
 
     /// Waits for the last events to be shown (the engine has dropped its sender).
@@ -155,7 +159,10 @@ fn draw(display: &mut Display, s: &Snapshot, last: bool) {
 pub fn print_summary(s: &Summary) {
     let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
     let cost = if s.cost_unknown {
-        format!("{} + unknown (some models have no price; see --prices)", pacer::cost::format_usd(s.cost_usd))
+        format!(
+            "{} + unknown (some models have no price; see --prices)",
+            pacer::cost::format_usd(s.cost_usd)
+        )
     } else {
         pacer::cost::format_usd(s.cost_usd)
     };

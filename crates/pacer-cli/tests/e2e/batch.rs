@@ -2,14 +2,21 @@
 
 use std::time::Duration;
 
-use pacer_mock::{MockConfig, RetryAfterStyle};
 use crate::support::*;
+use pacer_mock::{MockConfig, RetryAfterStyle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_result_belongs_to_its_own_request_exactly_once() {
-    let env = Env::new(MockConfig { latency: 5, latency_tail: true, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        latency: 5,
+        latency_tail: true,
+        ..MockConfig::default()
+    })
+    .await;
     let input = write_batch(env.dir.path(), "jobs.jsonl", 300);
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--concurrency", "16"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--json", "--concurrency", "16"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
     let s = summary(&out);
@@ -24,7 +31,13 @@ async fn every_result_belongs_to_its_own_request_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
-    let env = Env::new(MockConfig { latency: 20, latency_tail: true, seed: Some(3), ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        latency: 20,
+        latency_tail: true,
+        seed: Some(3),
+        ..MockConfig::default()
+    })
+    .await;
     let input = write_batch(env.dir.path(), "jobs.jsonl", 600);
     let concurrency = 8u64;
     let mut kills = 0u64;
@@ -32,7 +45,14 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
     for (round, wait_ms) in [150u64, 420, 90, 700, 260].into_iter().enumerate() {
         let mut child = env
             .pacer()
-            .args(["run", "jobs.jsonl", "--concurrency", &concurrency.to_string(), "--progress", "none"])
+            .args([
+                "run",
+                "jobs.jsonl",
+                "--concurrency",
+                &concurrency.to_string(),
+                "--progress",
+                "none",
+            ])
             .spawn()
             .expect("spawn pacer");
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -46,7 +66,15 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
         // Whatever the moment, the output never holds a partial line after recovery.
         let _ = read_input(&input);
     }
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--concurrency", &concurrency.to_string()]).await;
+    let out = env
+        .run(&[
+            "run",
+            "jobs.jsonl",
+            "--json",
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
     let stats = env.stats();
@@ -62,34 +90,60 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_stops_the_run_after_at_most_the_concurrency_limit() {
-    let env = Env::new(MockConfig { latency: 10, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        latency: 10,
+        ..MockConfig::default()
+    })
+    .await;
     write_batch(env.dir.path(), "jobs.jsonl", 10_000);
     let wrong_key = |c: &mut tokio::process::Command| {
         c.env("OPENAI_API_KEY", "sk-wrong-key-123456");
     };
     // The key check before the first request: a wrong key costs one request.
-    let out = env.run_with(&["run", "jobs.jsonl", "--concurrency", "20", "--json"], wrong_key).await;
+    let out = env
+        .run_with(
+            &["run", "jobs.jsonl", "--concurrency", "20", "--json"],
+            wrong_key,
+        )
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("API key was rejected (401)"), "{err}");
-    assert!(!err.contains("sk-wrong-key-123456"), "the key leaked: {err}");
+    assert!(
+        !err.contains("sk-wrong-key-123456"),
+        "the key leaked: {err}"
+    );
     assert_eq!(env.stats().requests, 1, "only the key check went out");
     // Without the check, no more than the concurrency limit.
-    let out = env.run_with(&["run", "jobs.jsonl", "--concurrency", "20", "--no-verify"], wrong_key).await;
+    let out = env
+        .run_with(
+            &["run", "jobs.jsonl", "--concurrency", "20", "--no-verify"],
+            wrong_key,
+        )
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(env.chats() <= 20, "sent {} requests", env.chats());
     assert!(!stderr(&out).contains("sk-wrong-key-123456"));
     // Nothing finished, nothing lost: the right key resumes.
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--concurrency", "64"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--json", "--concurrency", "64"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(read_results(&env.path("jobs.results.jsonl")).len(), 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_quota_stops_the_run_at_once() {
-    let env = Env::new(MockConfig { quota: Some(50), latency: 5, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        quota: Some(50),
+        latency: 5,
+        ..MockConfig::default()
+    })
+    .await;
     write_batch(env.dir.path(), "jobs.jsonl", 2_000);
-    let out = env.run(&["run", "jobs.jsonl", "--concurrency", "10", "--json"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--concurrency", "10", "--json"])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("quota"), "{}", stderr(&out));
     assert!(env.chats() <= 50 + 10, "sent {}", env.chats());
@@ -115,10 +169,18 @@ async fn a_bad_line_is_named_and_nothing_is_sent() {
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("jobs.jsonl:5000"), "{}", stderr(&out));
     assert_eq!(env.stats().requests, 0);
-    assert!(!env.path("jobs.results.pacer.db").exists(), "a failed import leaves no state");
+    assert!(
+        !env.path("jobs.results.pacer.db").exists(),
+        "a failed import leaves no state"
+    );
 
     // A duplicate custom_id too.
-    let dup = format!("{}\n{}\n{}\n", chat_line("a", 5), chat_line("b", 5), chat_line("a", 5));
+    let dup = format!(
+        "{}\n{}\n{}\n",
+        chat_line("a", 5),
+        chat_line("b", 5),
+        chat_line("a", 5)
+    );
     std::fs::write(env.path("dup.jsonl"), dup).unwrap();
     let out = env.run(&["run", "dup.jsonl"]).await;
     assert_eq!(out.status.code(), Some(64));
@@ -156,27 +218,53 @@ async fn server_errors_overloads_resets_and_hangs_all_end_in_success() {
     .await;
     let input = write_batch(env.dir.path(), "jobs.jsonl", 300);
     let out = env
-        .run(&["run", "jobs.jsonl", "--json", "--timeout", "300ms", "--max-retries", "12", "--concurrency", "32"])
+        .run(&[
+            "run",
+            "jobs.jsonl",
+            "--json",
+            "--timeout",
+            "300ms",
+            "--max-retries",
+            "12",
+            "--concurrency",
+            "32",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
     let stats = env.stats();
-    assert!(status_count(&stats, 529) > 0 && stats.hangs > 0 && stats.resets > 0, "{stats:?}");
+    assert!(
+        status_count(&stats, 529) > 0 && stats.hangs > 0 && stats.resets > 0,
+        "{stats:?}"
+    );
     assert!(summary(&out)["retries"].as_u64().unwrap() > 0);
 }
 
 async fn rate_limited_run_succeeds(style: RetryAfterStyle) {
-    let env = Env::new(MockConfig { rpm: Some(600), burst: Some(5), retry_after: style, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        rpm: Some(600),
+        burst: Some(5),
+        retry_after: style,
+        ..MockConfig::default()
+    })
+    .await;
     let input = write_batch(env.dir.path(), "jobs.jsonl", 30);
     // No --rpm: pacer meets the limit through 429s and the headers it may get.
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--concurrency", "8"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--json", "--concurrency", "8"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{style:?}: {}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_retry_after_style_ends_in_success() {
-    for style in [RetryAfterStyle::Seconds, RetryAfterStyle::Ms, RetryAfterStyle::HttpDate, RetryAfterStyle::None] {
+    for style in [
+        RetryAfterStyle::Seconds,
+        RetryAfterStyle::Ms,
+        RetryAfterStyle::HttpDate,
+        RetryAfterStyle::None,
+    ] {
         rate_limited_run_succeeds(style).await;
     }
 }
@@ -194,27 +282,50 @@ async fn failed_for_good_requests_keep_their_answer_and_exit_1() {
     assert_eq!(results["good"]["response"]["status_code"], 200);
     let bad = &results["bad"];
     assert_eq!(bad["response"]["status_code"], 400, "{bad}");
-    assert_eq!(bad["response"]["body"]["error"]["type"], "invalid_request_error", "{bad}");
+    assert_eq!(
+        bad["response"]["body"]["error"]["type"], "invalid_request_error",
+        "{bad}"
+    );
     assert_eq!(env.chats(), 2, "a client error is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_saves_and_resumes() {
-    let env = Env::new(MockConfig { latency: 30, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        latency: 30,
+        ..MockConfig::default()
+    })
+    .await;
     let input = write_batch(env.dir.path(), "jobs.jsonl", 400);
-    let child = env.pacer().args(["run", "jobs.jsonl", "--concurrency", "4", "--json"]).spawn().unwrap();
+    let child = env
+        .pacer()
+        .args(["run", "jobs.jsonl", "--concurrency", "4", "--json"])
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let pid = child.id().expect("pid").to_string();
-    let kill = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
     assert!(kill.success());
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let s = summary(&out);
     assert!(s["pending"].as_u64().unwrap() > 0, "{s}");
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--concurrency", "32"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--json", "--concurrency", "32"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
-    assert_eq!(env.stats().duplicate_successes, 0, "a graceful stop re-sends nothing");
+    assert_eq!(
+        env.stats().duplicate_successes,
+        0,
+        "a graceful stop re-sends nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,10 +334,19 @@ async fn status_reads_progress_from_the_state_file() {
     write_batch(env.dir.path(), "jobs.jsonl", 12);
     let out = env.run(&["run", "jobs.jsonl"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = env.run(&["status", "jobs.results.pacer.db", "--json"]).await;
+    let out = env
+        .run(&["status", "jobs.results.pacer.db", "--json"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let s = summary(&out);
-    assert_eq!((s["total"].as_u64(), s["done"].as_u64(), s["pending"].as_u64()), (Some(12), Some(12), Some(0)));
+    assert_eq!(
+        (
+            s["total"].as_u64(),
+            s["done"].as_u64(),
+            s["pending"].as_u64()
+        ),
+        (Some(12), Some(12), Some(0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,18 +14,48 @@ async fn priorities_go_first_then_input_order_as_the_provider_sees_them() {
     let env = Env::new(MockConfig::default()).await;
     let mut lines = Vec::new();
     for i in 0..30 {
-        let priority = if i % 10 == 7 { 5 } else if i % 3 == 0 { 1 } else { 0 };
-        lines.push(prompt_line(&format!("p{i:02}"), &format!("Summarise item {i}."), priority));
+        let priority = if i % 10 == 7 {
+            5
+        } else if i % 3 == 0 {
+            1
+        } else {
+            0
+        };
+        lines.push(prompt_line(
+            &format!("p{i:02}"),
+            &format!("Summarise item {i}."),
+            priority,
+        ));
     }
     std::fs::write(env.path("prompts.jsonl"), lines.join("\n") + "\n").unwrap();
     let out = env
-        .run(&["run", "prompts.jsonl", "--model", "gpt-4o-mini", "--max-tokens", "20", "--concurrency", "1"])
+        .run(&[
+            "run",
+            "prompts.jsonl",
+            "--model",
+            "gpt-4o-mini",
+            "--max-tokens",
+            "20",
+            "--concurrency",
+            "1",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let seen: Vec<String> = env.mock.log().into_iter().filter_map(|e| e.client_request_id).collect();
+    let seen: Vec<String> = env
+        .mock
+        .log()
+        .into_iter()
+        .filter_map(|e| e.client_request_id)
+        .collect();
     let mut expected: Vec<(i64, usize, String)> = (0..30)
         .map(|i| {
-            let priority = if i % 10 == 7 { 5 } else if i % 3 == 0 { 1 } else { 0 };
+            let priority = if i % 10 == 7 {
+                5
+            } else if i % 3 == 0 {
+                1
+            } else {
+                0
+            };
             (-priority, i, format!("p{i:02}"))
         })
         .collect();
@@ -50,42 +80,78 @@ async fn estimate_matches_what_the_provider_counts_and_sends_nothing() {
         lines.push(chat_line(&format!("{i}: {}", texts[i % texts.len()]), 30));
     }
     std::fs::write(env.path("jobs.jsonl"), lines.join("\n") + "\n").unwrap();
-    let out = env.run(&["estimate", "jobs.jsonl", "--json", "--rpm", "600"]).await;
+    let out = env
+        .run(&["estimate", "jobs.jsonl", "--json", "--rpm", "600"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let est = summary(&out);
     assert_eq!(env.stats().requests, 0, "estimate sends nothing");
     assert_eq!(est["requests"], 200);
     assert_eq!(est["max_output_tokens"], 200 * 30);
-    assert!(est["cost_min_usd"].as_f64().unwrap() > 0.0 && est["cost_max_usd"].as_f64() > est["cost_min_usd"].as_f64());
-    assert!((est["min_duration_s"].as_f64().unwrap() - 20.0).abs() < 1e-6, "{est}");
+    assert!(
+        est["cost_min_usd"].as_f64().unwrap() > 0.0
+            && est["cost_max_usd"].as_f64() > est["cost_min_usd"].as_f64()
+    );
+    assert!(
+        (est["min_duration_s"].as_f64().unwrap() - 20.0).abs() < 1e-6,
+        "{est}"
+    );
 
     let out = env.run(&["run", "jobs.jsonl", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let billed = env.stats().prompt_tokens as f64;
     let estimated = est["input_tokens"].as_f64().unwrap();
-    assert!((estimated - billed).abs() / billed <= 0.02, "estimated {estimated}, billed {billed}");
+    assert!(
+        (estimated - billed).abs() / billed <= 0.02,
+        "estimated {estimated}, billed {billed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_of_documents_is_split_sent_resumed_and_exported_in_order() {
-    let env = Env::new(MockConfig { latency: 2, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        latency: 2,
+        ..MockConfig::default()
+    })
+    .await;
     let docs = env.path("docs");
     std::fs::create_dir_all(docs.join("scans")).unwrap();
-    let paragraph = |i: usize| format!("Paragraph {i} of the scanned report. The totals were checked twice and found to agree with the ledger.");
+    let paragraph = |i: usize| {
+        format!("Paragraph {i} of the scanned report. The totals were checked twice and found to agree with the ledger.")
+    };
     let long: Vec<String> = (0..40).map(paragraph).collect();
     std::fs::write(docs.join("scans/long.txt"), long.join("\n\n")).unwrap();
     std::fs::write(docs.join("short.txt"), "One short receipt.").unwrap();
-    std::fs::write(env.path("prompt.txt"), "Clean up the OCR text of {name} ({path}):\n\n{text}").unwrap();
+    std::fs::write(
+        env.path("prompt.txt"),
+        "Clean up the OCR text of {name} ({path}):\n\n{text}",
+    )
+    .unwrap();
     let args = [
-        "run", "docs", "--template", "prompt.txt", "--model", "gpt-4o-mini", "--split-tokens", "200", "--max-tokens", "40",
+        "run",
+        "docs",
+        "--template",
+        "prompt.txt",
+        "--model",
+        "gpt-4o-mini",
+        "--split-tokens",
+        "200",
+        "--max-tokens",
+        "40",
         "--json",
     ];
     let out = env.run(&args).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let results = read_results(&env.path("docs.results.jsonl"));
-    let mut chunk_ids: Vec<&String> = results.keys().filter(|k| k.starts_with("scans/long.txt#")).collect();
+    let mut chunk_ids: Vec<&String> = results
+        .keys()
+        .filter(|k| k.starts_with("scans/long.txt#"))
+        .collect();
     chunk_ids.sort();
-    assert!(chunk_ids.len() >= 5, "the long document was split: {chunk_ids:?}");
+    assert!(
+        chunk_ids.len() >= 5,
+        "the long document was split: {chunk_ids:?}"
+    );
     assert!(results.contains_key("short.txt"));
     // A rerun finds everything done and sends nothing: the chunk ids are stable.
     let before = env.stats().requests;
@@ -93,18 +159,30 @@ async fn a_folder_of_documents_is_split_sent_resumed_and_exported_in_order() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.stats().requests, before);
 
-    let out = env.run(&["export", "docs.results.jsonl", "--by-document", "-o", "docs.txt.jsonl"]).await;
+    let out = env
+        .run(&[
+            "export",
+            "docs.results.jsonl",
+            "--by-document",
+            "-o",
+            "docs.txt.jsonl",
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let exported: Vec<Value> = std::fs::read_to_string(env.path("docs.txt.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let long = exported.iter().find(|d| d["document"] == "scans/long.txt").expect("long document exported");
+    let long = exported
+        .iter()
+        .find(|d| d["document"] == "scans/long.txt")
+        .expect("long document exported");
     let n = long["chunks"].as_u64().unwrap() as usize;
     let joined: Vec<String> = (1..=n)
         .map(|k| {
-            results[&format!("scans/long.txt#{k}")]["response"]["body"]["choices"][0]["message"]["content"]
+            results[&format!("scans/long.txt#{k}")]["response"]["body"]["choices"][0]["message"]
+                ["content"]
                 .as_str()
                 .unwrap()
                 .to_string()
@@ -115,7 +193,12 @@ async fn a_folder_of_documents_is_split_sent_resumed_and_exported_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_messages_end_to_end() {
-    let env = Env::new(MockConfig { rpm: Some(600), burst: Some(10), ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        rpm: Some(600),
+        burst: Some(10),
+        ..MockConfig::default()
+    })
+    .await;
     let mut lines = Vec::new();
     for i in 0..40 {
         lines.push(
@@ -127,13 +210,19 @@ async fn anthropic_messages_end_to_end() {
     }
     std::fs::write(env.path("claude.jsonl"), lines.join("\n") + "\n").unwrap();
     let out = env
-        .run_with(&["run", "claude.jsonl", "--json", "--concurrency", "8"], |c| {
-            c.env_remove("OPENAI_API_KEY").env("ANTHROPIC_API_KEY", pacer_mock::DEFAULT_KEY);
-        })
+        .run_with(
+            &["run", "claude.jsonl", "--json", "--concurrency", "8"],
+            |c| {
+                c.env_remove("OPENAI_API_KEY")
+                    .env("ANTHROPIC_API_KEY", pacer_mock::DEFAULT_KEY);
+            },
+        )
         .await;
     // The key is looked up in OPENAI_API_KEY unless told otherwise.
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let out = env.run(&["run", "claude.jsonl", "--json", "--concurrency", "8"]).await;
+    let out = env
+        .run(&["run", "claude.jsonl", "--json", "--concurrency", "8"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let input = read_input(&env.path("claude.jsonl"));
     let results = read_results(&env.path("claude.results.jsonl"));

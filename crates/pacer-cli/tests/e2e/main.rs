@@ -1,6 +1,7 @@
 //! End-to-end: the real `pacer` binary against the real simulated provider,
 //! over HTTP on loopback. `support` is the harness.
 
+mod adaptive;
 mod batch;
 mod inputs;
 mod money;

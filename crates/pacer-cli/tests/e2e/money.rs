@@ -6,24 +6,47 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_cost_stops_resumably_and_never_passes_the_cap() {
-    let env = Env::new(MockConfig { latency: 5, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        latency: 5,
+        ..MockConfig::default()
+    })
+    .await;
     write_batch(env.dir.path(), "jobs.jsonl", 1_000);
     // Each request costs at most about 20 prompt tokens at $0.15/M plus 50
     // completion tokens at $0.60/M: ~$0.000033, so $0.01 buys ~300.
     let cap = 0.01;
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--max-cost", "0.01", "--concurrency", "16"]).await;
+    let out = env
+        .run(&[
+            "run",
+            "jobs.jsonl",
+            "--json",
+            "--max-cost",
+            "0.01",
+            "--concurrency",
+            "16",
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("budget") || stderr(&out).contains("cost"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("budget") || stderr(&out).contains("cost"),
+        "{}",
+        stderr(&out)
+    );
     let s = summary(&out);
     let spent = s["cost_usd"].as_f64().unwrap();
     assert!(spent <= cap + 1e-12, "spent {spent} over the cap {cap}");
     assert!(spent > cap * 0.5, "stopped too early: {spent}");
     let done = s["succeeded"].as_u64().unwrap();
     assert!(done > 0 && done < 1_000, "{s}");
-    assert_eq!(read_results(&env.path("jobs.results.jsonl")).len() as u64, done);
+    assert_eq!(
+        read_results(&env.path("jobs.results.jsonl")).len() as u64,
+        done
+    );
 
     // Resumed with a higher cap, the run finishes, sending nothing twice.
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--max-cost", "1"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--json", "--max-cost", "1"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(read_results(&env.path("jobs.results.jsonl")).len(), 1_000);
     assert_eq!(env.stats().duplicate_successes, 0);
@@ -38,8 +61,14 @@ async fn an_unknown_model_costs_unknown_never_zero() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(summary(&out)["cost_unknown"], true);
     // And a budget cannot be kept for it: refused before anything is sent.
-    let out = env.run(&["run", "jobs.jsonl", "--restart", "--max-cost", "1"]).await;
+    let out = env
+        .run(&["run", "jobs.jsonl", "--restart", "--max-cost", "1"])
+        .await;
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
-    assert!(stderr(&out).contains("my-private-model"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("my-private-model"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(env.chats(), 1);
 }

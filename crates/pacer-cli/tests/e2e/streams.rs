@@ -6,9 +6,23 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_answers_are_reassembled_and_cut_streams_retried() {
-    let env = Env::new(MockConfig { stream_cut_rate: 0.3, seed: Some(5), ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        stream_cut_rate: 0.3,
+        seed: Some(5),
+        ..MockConfig::default()
+    })
+    .await;
     let input = write_batch(env.dir.path(), "jobs.jsonl", 100);
-    let out = env.run(&["run", "jobs.jsonl", "--json", "--stream", "--max-retries", "20"]).await;
+    let out = env
+        .run(&[
+            "run",
+            "jobs.jsonl",
+            "--json",
+            "--stream",
+            "--max-retries",
+            "20",
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_complete_and_matching(&input, &env.path("jobs.results.jsonl"));
     assert!(env.stats().stream_cuts > 0);
@@ -16,18 +30,33 @@ async fn streamed_answers_are_reassembled_and_cut_streams_retried() {
     for r in results.values() {
         let body = &r["response"]["body"];
         assert_eq!(body["object"], "chat.completion", "{body}");
-        assert!(body["usage"]["completion_tokens"].as_u64().is_some(), "{body}");
+        assert!(
+            body["usage"]["completion_tokens"].as_u64().is_some(),
+            "{body}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_hits_the_idle_timeout_and_is_never_a_success() {
-    let env = Env::new(MockConfig { chunk_delay: 400, ..MockConfig::default() }).await;
+    let env = Env::new(MockConfig {
+        chunk_delay: 400,
+        ..MockConfig::default()
+    })
+    .await;
     write_batch(env.dir.path(), "jobs.jsonl", 3);
     let out = env
         .run(&[
-            "run", "jobs.jsonl", "--json", "--stream", "--idle-timeout", "100ms", "--max-retries", "1",
-            "--max-retry-time", "2s",
+            "run",
+            "jobs.jsonl",
+            "--json",
+            "--stream",
+            "--idle-timeout",
+            "100ms",
+            "--max-retries",
+            "1",
+            "--max-retry-time",
+            "2s",
         ])
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

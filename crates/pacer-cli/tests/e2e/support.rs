@@ -21,8 +21,13 @@ pub struct Env {
 
 impl Env {
     pub async fn new(config: MockConfig) -> Env {
-        let mock = MockServer::start(config).await.expect("start the simulated provider");
-        Env { dir: tempfile::tempdir().expect("temp dir"), mock }
+        let mock = MockServer::start(config)
+            .await
+            .expect("start the simulated provider");
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+            mock,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -49,7 +54,11 @@ impl Env {
         self.run_with(args, |_| {}).await
     }
 
-    pub async fn run_with(&self, args: &[&str], f: impl FnOnce(&mut tokio::process::Command)) -> Output {
+    pub async fn run_with(
+        &self,
+        args: &[&str],
+        f: impl FnOnce(&mut tokio::process::Command),
+    ) -> Output {
         let mut cmd = self.pacer();
         cmd.args(args);
         f(&mut cmd);
@@ -105,12 +114,19 @@ pub fn write_batch(dir: &Path, name: &str, n: usize) -> PathBuf {
 /// Reads a results file; every line must be complete JSON. Returns custom_id → line.
 pub fn read_results(path: &Path) -> HashMap<String, Value> {
     let text = std::fs::read_to_string(path).expect("read results");
-    assert!(text.is_empty() || text.ends_with('\n'), "the output ends with a partial line");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the output ends with a partial line"
+    );
     let mut by_id = HashMap::new();
     for (i, line) in text.lines().enumerate() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("line {} is not JSON ({e}): {line}", i + 1));
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {} is not JSON ({e}): {line}", i + 1));
         let id = v["custom_id"].as_str().expect("custom_id").to_string();
-        assert!(by_id.insert(id.clone(), v).is_none(), "{id} appears twice in the output");
+        assert!(
+            by_id.insert(id.clone(), v).is_none(),
+            "{id} appears twice in the output"
+        );
     }
     by_id
 }
@@ -135,12 +151,19 @@ pub fn assert_complete_and_matching(input: &Path, results: &Path) {
     let results = read_results(results);
     assert_eq!(results.len(), inputs.len(), "one result per request");
     for (id, req) in &inputs {
-        let res = results.get(id).unwrap_or_else(|| panic!("{id} has no result"));
+        let res = results
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} has no result"));
         assert_eq!(res["response"]["status_code"], 200, "{id}: {res}");
         let expected = pacer_mock::expected_reply(req["url"].as_str().unwrap(), &req["body"]);
-        let got = res["response"]["body"]["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        let got = res["response"]["body"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default();
         assert!(!got.is_empty(), "{id}: empty reply: {res}");
-        assert_eq!(got, expected, "{id}: the reply does not belong to this request");
+        assert_eq!(
+            got, expected,
+            "{id}: the reply does not belong to this request"
+        );
     }
 }
 
@@ -150,8 +173,12 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn summary(out: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
-        .unwrap_or_else(|e| panic!("no JSON summary ({e}) in {stdout:?}; stderr: {}", stderr(out)))
+    serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}) in {stdout:?}; stderr: {}",
+            stderr(out)
+        )
+    })
 }
 
 pub fn status_count(stats: &Stats, code: u16) -> u64 {

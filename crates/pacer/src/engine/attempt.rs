@@ -26,23 +26,35 @@ pub(crate) struct Emitter {
 
 impl Emitter {
     pub fn new(now: Instant, tx: Option<mpsc::UnboundedSender<Event>>) -> Emitter {
-        Emitter { tally: Mutex::new(Tally::new(now)), tx }
+        Emitter {
+            tally: Mutex::new(Tally::new(now)),
+            tx,
+        }
     }
 
     pub fn emit(&self, event: Event) {
-        self.tally.lock().expect("tally lock").apply(Instant::now(), &event);
+        self.tally
+            .lock()
+            .expect("tally lock")
+            .apply(Instant::now(), &event);
         if let Some(tx) = &self.tx {
             let _ = tx.send(event);
         }
     }
 
     pub fn summary(&self) -> Summary {
-        self.tally.lock().expect("tally lock").summary(Instant::now())
+        self.tally
+            .lock()
+            .expect("tally lock")
+            .summary(Instant::now())
     }
 
     #[allow(dead_code)]
     pub fn snapshot(&self) -> Snapshot {
-        self.tally.lock().expect("tally lock").snapshot(Instant::now())
+        self.tally
+            .lock()
+            .expect("tally lock")
+            .snapshot(Instant::now())
     }
 }
 
@@ -100,7 +112,12 @@ impl Ctx {
 
     pub fn emit_pace(&self) {
         let v = self.pacer.view();
-        self.events.emit(Event::Pace { rpm: v.rpm, tpm: v.tpm, source: v.source, concurrency: v.concurrency });
+        self.events.emit(Event::Pace {
+            rpm: v.rpm,
+            tpm: v.tpm,
+            source: v.source,
+            concurrency: v.concurrency,
+        });
     }
 
     /// The most a request can cost, for the budget; `None` without a price.
@@ -129,7 +146,10 @@ impl Ctx {
 /// Sends `item` once and acts on the answer. `permit` is its concurrency slot.
 pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphorePermit) {
     let sent_at = Instant::now();
-    let result = ctx.transport.send(&item.url, &item.body, &item.custom_id).await;
+    let result = ctx
+        .transport
+        .send(&item.url, &item.body, &item.custom_id)
+        .await;
     // The slot is held until the answer is acted on, so that a stop (401,
     // quota) is in force before the dispatcher can admit anyone else.
     let _permit = permit;
@@ -137,7 +157,10 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
     item.attempts += 1;
     match result {
         Ok(answer) => {
-            ctx.events.emit(Event::Answered { status: Some(answer.status), latency: now - sent_at });
+            ctx.events.emit(Event::Answered {
+                status: Some(answer.status),
+                latency: now - sent_at,
+            });
             let wall = SystemTime::now();
             let snapshot = parse_rate_limit_headers(&answer.headers, wall);
             if !snapshot.is_empty() && ctx.pacer.observe(now, &snapshot) {
@@ -151,17 +174,24 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
                     }
                     finish_failed(&ctx, item, Failure::Http(&answer), None)
                 }
-                Verdict::Retry(reason) => retry_or_give_up(&ctx, item, reason, Failure::Http(&answer), now),
+                Verdict::Retry(reason) => {
+                    retry_or_give_up(&ctx, item, reason, Failure::Http(&answer), now)
+                }
                 Verdict::Stop(reason) => stop_run(&ctx, item, reason, now),
                 #[allow(unreachable_patterns)]
                 _ => finish_failed(&ctx, item, Failure::Http(&answer), None),
             }
         }
         Err(err) => {
-            ctx.events.emit(Event::Answered { status: None, latency: now - sent_at });
+            ctx.events.emit(Event::Answered {
+                status: None,
+                latency: now - sent_at,
+            });
             let reason = match &err {
                 TransportError::Timeout(_) | TransportError::IdleTimeout(_) => RetryReason::Timeout,
-                TransportError::StreamCut | TransportError::StreamError(_) => RetryReason::StreamCut,
+                TransportError::StreamCut | TransportError::StreamError(_) => {
+                    RetryReason::StreamCut
+                }
                 _ => RetryReason::Connection,
             };
             retry_or_give_up(&ctx, item, reason, Failure::Transport(&err), now);
@@ -199,22 +229,27 @@ fn request_id(answer: &Answer) -> &str {
 fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Duration) {
     let body: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
     let usage = body.as_ref().and_then(Usage::from_response);
-    let model = item
-        .model
-        .clone()
-        .or_else(|| body.as_ref().and_then(|b| b.get("model")).and_then(|m| m.as_str()).map(str::to_owned));
+    let model = item.model.clone().or_else(|| {
+        body.as_ref()
+            .and_then(|b| b.get("model"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+    });
     let cost = match (&usage, &model) {
         (Some(u), Some(m)) => ctx.meter.lock().expect("meter lock").record(m, u),
         _ => None,
     };
     // Providers charge prompt + max_tokens at admission and keep it; the
     // real prompt count replaces the estimate.
-    let charged = usage.map_or(item.estimate.total(), |u| u.prompt_tokens + item.estimate.max_output);
+    let charged = usage.map_or(item.estimate.total(), |u| {
+        u.prompt_tokens + item.estimate.max_output
+    });
     if ctx.pacer.on_success(now, latency, charged) {
         ctx.emit_pace();
     }
     if let Some(u) = &usage {
-        ctx.pacer.reconcile_tokens(now, item.estimate.total(), charged);
+        ctx.pacer
+            .reconcile_tokens(now, item.estimate.total(), charged);
         ctx.events.emit(Event::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
@@ -222,7 +257,12 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Du
         });
     }
     ctx.settle(&mut item, cost);
-    let line = response_line(&item.custom_id, answer.status, request_id(answer), &answer.body);
+    let line = response_line(
+        &item.custom_id,
+        answer.status,
+        request_id(answer),
+        &answer.body,
+    );
     ctx.write(Command::Finish {
         idx: item.idx,
         state: RequestState::Done,
@@ -237,8 +277,14 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Du
 fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, _now: Option<Instant>) {
     ctx.settle(&mut item, None);
     let (line, error) = match failure {
-        Failure::Http(a) => (response_line(&item.custom_id, a.status, request_id(a), &a.body), failure.describe()),
-        Failure::Transport(e) => (error_line(&item.custom_id, e.code(), &e.to_string()), e.to_string()),
+        Failure::Http(a) => (
+            response_line(&item.custom_id, a.status, request_id(a), &a.body),
+            failure.describe(),
+        ),
+        Failure::Transport(e) => (
+            error_line(&item.custom_id, e.code(), &e.to_string()),
+            e.to_string(),
+        ),
     };
     ctx.write(Command::Finish {
         idx: item.idx,
@@ -251,7 +297,13 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, _now: Option<I
     });
 }
 
-fn retry_or_give_up(ctx: &Ctx, mut item: Item, reason: RetryReason, failure: Failure<'_>, now: Instant) {
+fn retry_or_give_up(
+    ctx: &Ctx,
+    mut item: Item,
+    reason: RetryReason,
+    failure: Failure<'_>,
+    now: Instant,
+) {
     let mut pace_changed = false;
     if let RetryReason::RateLimited { scope, after } = &reason {
         // Rejected at admission: the provider charged nothing.
@@ -275,19 +327,28 @@ fn retry_or_give_up(ctx: &Ctx, mut item: Item, reason: RetryReason, failure: Fai
     if pace_changed {
         ctx.emit_pace();
     }
-    let out_of_time = item.failing_since.is_some_and(|since| now.saturating_duration_since(since) >= ctx.max_retry_time);
+    let out_of_time = item
+        .failing_since
+        .is_some_and(|since| now.saturating_duration_since(since) >= ctx.max_retry_time);
     if (counted && item.retries >= ctx.policy.max_retries) || out_of_time {
         // Out of retries: the last answer is the request's result.
         finish_failed(ctx, item, failure, Some(now));
         return;
     }
-    let delay: Duration = ctx.policy.delay(item.retries, reason.after(), &mut rand::thread_rng());
+    let delay: Duration = ctx
+        .policy
+        .delay(item.retries, reason.after(), &mut rand::thread_rng());
     if counted {
         item.retries += 1;
     }
     ctx.settle(&mut item, None);
-    ctx.events.emit(Event::Retrying { rate_limited: matches!(reason, RetryReason::RateLimited { .. }) });
-    ctx.write(Command::Retry { idx: item.idx, error: failure.describe() });
+    ctx.events.emit(Event::Retrying {
+        rate_limited: matches!(reason, RetryReason::RateLimited { .. }),
+    });
+    ctx.write(Command::Retry {
+        idx: item.idx,
+        error: failure.describe(),
+    });
     if let Err(mpsc::error::SendError((item, _))) = ctx.retries.send((item, now + delay)) {
         ctx.write(Command::Requeue { idx: item.idx });
     }

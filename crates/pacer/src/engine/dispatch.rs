@@ -72,21 +72,38 @@ pub async fn run(
     };
     if let Some(b) = &budget {
         if b.lock().expect("budget lock").remaining() <= 0.0 && counts.pending > 0 {
-            let reason = StopReason::BudgetReached { cap_usd: cfg.max_cost.unwrap_or(0.0) };
-            emitter.emit(Event::Stopping { reason: reason.to_string() });
-            return Ok(RunReport { summary: emitter.summary(), stop: Some(reason), recovery });
+            let reason = StopReason::BudgetReached {
+                cap_usd: cfg.max_cost.unwrap_or(0.0),
+            };
+            emitter.emit(Event::Stopping {
+                reason: reason.to_string(),
+            });
+            return Ok(RunReport {
+                summary: emitter.summary(),
+                stop: Some(reason),
+                recovery,
+            });
         }
     }
 
     let mut verified_limits = None;
     if cfg.verify && counts.pending > 0 {
-        let anthropic = prepared.store.first_pending_url()?.is_some_and(|u| u.trim_end_matches('/').ends_with("/messages"));
+        let anthropic = prepared
+            .store
+            .first_pending_url()?
+            .is_some_and(|u| u.trim_end_matches('/').ends_with("/messages"));
         let models: Vec<String> = prepared.store.models()?.into_iter().flatten().collect();
         match verify(&transport, anthropic, &models).await {
             VerifyVerdict::Refused(reason) => {
-                emitter.emit(Event::Stopping { reason: reason.to_string() });
+                emitter.emit(Event::Stopping {
+                    reason: reason.to_string(),
+                });
                 drop(prepared);
-                return Ok(RunReport { summary: emitter.summary(), stop: Some(reason), recovery });
+                return Ok(RunReport {
+                    summary: emitter.summary(),
+                    stop: Some(reason),
+                    recovery,
+                });
             }
             VerifyVerdict::KeyAccepted { models, limits } => {
                 for (model, listed) in models {
@@ -96,7 +113,9 @@ pub async fn run(
                 }
                 verified_limits = Some(limits);
             }
-            VerifyVerdict::Inconclusive(why) => tracing::info!("key check inconclusive ({why}); going on"),
+            VerifyVerdict::Inconclusive(why) => {
+                tracing::info!("key check inconclusive ({why}); going on")
+            }
         }
     }
 
@@ -128,14 +147,21 @@ pub async fn run(
     if remaining == 0 {
         all_done.notify_one();
     }
-    let tracker = tokio::spawn(track_durable(durable_rx, remaining, emitter.clone(), all_done.clone()));
+    let tracker = tokio::spawn(track_durable(
+        durable_rx,
+        remaining,
+        emitter.clone(),
+        all_done.clone(),
+    ));
     let timers = tokio::spawn(timer_queue(retry_rx, due_tx));
     let interrupt = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             cancel.cancelled().await;
             if ctx.stop.trigger(StopReason::Interrupted) {
-                ctx.events.emit(Event::Stopping { reason: StopReason::Interrupted.to_string() });
+                ctx.events.emit(Event::Stopping {
+                    reason: StopReason::Interrupted.to_string(),
+                });
             }
         })
     };
@@ -150,7 +176,10 @@ pub async fn run(
         Some(_) => cfg.transport.timeout,
         None => Duration::MAX,
     };
-    let _ = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(grace, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
     workers.abort_all();
     while workers.join_next().await.is_some() {}
     interrupt.abort();
@@ -171,7 +200,11 @@ pub async fn run(
     summary.cost_usd = final_counts.spent_usd;
     summary.prompt_tokens = final_counts.prompt_tokens;
     summary.completion_tokens = final_counts.completion_tokens;
-    Ok(RunReport { summary, stop, recovery })
+    Ok(RunReport {
+        summary,
+        stop,
+        recovery,
+    })
 }
 
 /// With `--max-cost`, every model of the job needs a price: a budget cannot
@@ -228,7 +261,10 @@ async fn dispatch(
             let rows = rows?;
             exhausted = rows.len() < PAGE;
             if let Some(last) = rows.last() {
-                cursor = Some(PendingCursor { priority: last.priority, idx: last.idx });
+                cursor = Some(PendingCursor {
+                    priority: last.priority,
+                    idx: last.idx,
+                });
             }
             heap.extend(rows.into_iter().map(|r| Ready(Item::from(r))));
         }
@@ -254,7 +290,11 @@ async fn dispatch(
             release(ctx, &mut item);
             return Ok(());
         }
-        if ctx.writer.send(crate::store::Command::Sent { idx: item.idx }).is_err() {
+        if ctx
+            .writer
+            .send(crate::store::Command::Sent { idx: item.idx })
+            .is_err()
+        {
             return Ok(()); // the writer failed; `run` returns its error
         }
         ctx.events.emit(Event::Sent);
@@ -270,7 +310,11 @@ fn release(ctx: &Ctx, item: &mut Item) {
 
 /// Admission for one request: a concurrency slot, the budget, then the pace.
 /// `None` when the budget is spent (the run stops).
-async fn admit(ctx: &Ctx, item: &mut Item, prices: &PriceTable) -> Option<tokio::sync::OwnedSemaphorePermit> {
+async fn admit(
+    ctx: &Ctx,
+    item: &mut Item,
+    prices: &PriceTable,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let permit = ctx.pacer.slot().await;
     if let Some(budget) = &ctx.budget {
         let worst = ctx.worst_case_usd(item, prices).unwrap_or(0.0);
@@ -309,7 +353,10 @@ async fn admit(ctx: &Ctx, item: &mut Item, prices: &PriceTable) -> Option<tokio:
 }
 
 /// Retries wait here, in one timer queue, until they fall due.
-async fn timer_queue(mut incoming: mpsc::UnboundedReceiver<(Item, Instant)>, due: mpsc::UnboundedSender<Item>) {
+async fn timer_queue(
+    mut incoming: mpsc::UnboundedReceiver<(Item, Instant)>,
+    due: mpsc::UnboundedSender<Item>,
+) {
     let mut queue: DelayQueue<Item> = DelayQueue::new();
     loop {
         tokio::select! {
@@ -334,7 +381,9 @@ async fn track_durable(
     all_done: Arc<Notify>,
 ) {
     while let Some(d) = durable.recv().await {
-        events.emit(Event::Finished { ok: d.state == RequestState::Done });
+        events.emit(Event::Finished {
+            ok: d.state == RequestState::Done,
+        });
         remaining = remaining.saturating_sub(1);
         if remaining == 0 {
             all_done.notify_one();

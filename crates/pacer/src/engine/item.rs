@@ -37,7 +37,10 @@ impl From<PendingRow> for Item {
             url: r.url,
             body: r.body,
             model: r.model,
-            estimate: TokenEstimate { prompt: r.est_prompt, max_output: r.est_output },
+            estimate: TokenEstimate {
+                prompt: r.est_prompt,
+                max_output: r.est_output,
+            },
             failing_since: None,
             reservation: None,
         }
@@ -61,6 +64,9 @@ impl PartialOrd for Ready {
 }
 impl Ord for Ready {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.priority.cmp(&other.0.priority).then_with(|| other.0.idx.cmp(&self.0.idx))
+        self.0
+            .priority
+            .cmp(&other.0.priority)
+            .then_with(|| other.0.idx.cmp(&self.0.idx))
     }
 }

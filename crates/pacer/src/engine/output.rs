@@ -37,7 +37,8 @@ mod tests {
 
     #[test]
     fn lines_have_the_batch_output_shape() {
-        let v: Value = serde_json::from_str(&response_line("a", 200, "req_1", br#"{"x":1}"#)).unwrap();
+        let v: Value =
+            serde_json::from_str(&response_line("a", 200, "req_1", br#"{"x":1}"#)).unwrap();
         assert_eq!(v["custom_id"], "a");
         assert_eq!(v["response"]["status_code"], 200);
         assert_eq!(v["response"]["body"]["x"], 1);
@@ -47,7 +48,8 @@ mod tests {
         assert!(v["response"].is_null());
         assert_eq!(v["error"]["code"], "timeout");
         // A body that is not JSON is kept as text.
-        let v: Value = serde_json::from_str(&response_line("c", 502, "", b"<html>bad gateway")).unwrap();
+        let v: Value =
+            serde_json::from_str(&response_line("c", 502, "", b"<html>bad gateway")).unwrap();
         assert_eq!(v["response"]["body"], "<html>bad gateway");
     }
 }

@@ -35,15 +35,20 @@ struct Slot {
     aimd: Mutex<Aimd>,
     /// Smallest and largest rate AIMD may choose, in units a second.
     bounds: (f64, f64),
+    /// 429s before this instant belong to the flight that taught us the
+    /// limit exists; they must not cut again.
+    first_flight_until: Mutex<Option<Instant>>,
 }
 
 impl Slot {
     fn new(per_minute: Option<f64>, burst: Option<f64>, bounds: (f64, f64)) -> Slot {
         Slot {
-            configured: per_minute.map(|pm| Arc::new(RateLimiter::new(pm / 60.0, burst.unwrap_or(pm).max(1.0)))),
+            configured: per_minute
+                .map(|pm| Arc::new(RateLimiter::new(pm / 60.0, burst.unwrap_or(pm).max(1.0)))),
             learned: RwLock::new(None),
             aimd: Mutex::new(Aimd::new(bounds.1, bounds.0, bounds.1)),
             bounds,
+            first_flight_until: Mutex::new(None),
         }
     }
 
@@ -73,7 +78,8 @@ impl Slot {
                 let per_minute = limit as f64;
                 let mut learned = self.learned.write().expect("pace lock");
                 match learned.as_ref() {
-                    Some((l, PaceSource::Headers)) if (l.rate() * 60.0 - per_minute).abs() < 1e-9 => {}
+                    Some((l, PaceSource::Headers))
+                        if (l.rate() * 60.0 - per_minute).abs() < 1e-9 => {}
                     Some((l, _)) => {
                         l.set_rate(now, per_minute / 60.0, per_minute);
                         *learned = Some((l.clone(), PaceSource::Headers));
@@ -103,13 +109,30 @@ impl Slot {
     }
 
     /// A 429 about this limit. With nothing configured and nothing in the
-    /// headers, this is where a limit is learned: the first 429 starts AIMD
-    /// from what got through in the last second. Returns whether the pace changed.
-    fn on_rate_limited(&self, now: Instant) -> bool {
+    /// headers, this is where a limit is learned. The first 429 starts AIMD
+    /// in slow start from half of what got through in the last second (a
+    /// first flight's goodput is a poor measure: answers arrive together, and
+    /// anchoring the limit to it would make the climb to the real limit
+    /// linear and slow); the rest of that flight's 429s are ignored. Returns
+    /// whether the pace changed.
+    fn on_rate_limited(&self, now: Instant, window: Duration) -> bool {
         if self.configured.is_some() {
             return false; // a ceiling; the pause gate and the headers do the rest
         }
-        let learned = self.learned.read().expect("pace lock").as_ref().map(|(_, s)| *s);
+        if self
+            .first_flight_until
+            .lock()
+            .expect("flight lock")
+            .is_some_and(|until| now < until)
+        {
+            return false;
+        }
+        let learned = self
+            .learned
+            .read()
+            .expect("pace lock")
+            .as_ref()
+            .map(|(_, s)| *s);
         let (min, max) = self.bounds;
         let mut aimd = self.aimd.lock().expect("aimd lock");
         match learned {
@@ -117,17 +140,11 @@ impl Slot {
             Some(_) => aimd.on_rate_limited(now),
             None => {
                 let goodput = aimd.goodput(now);
-                if goodput >= min.max(1.0) {
-                    *aimd = Aimd::new(goodput, min, max);
-                    aimd.on_rate_limited(now);
-                } else {
-                    // Nothing got through yet (a drained bucket at start):
-                    // slow start from one unit a second.
-                    *aimd = Aimd::new(1.0, min, max);
-                }
+                *aimd = Aimd::new((goodput * 0.5).max(1.0), min, max).with_window(window);
                 let rate = aimd.rate();
                 let limiter = Arc::new(RateLimiter::new(rate, rate.max(1.0)));
                 *self.learned.write().expect("pace lock") = Some((limiter, PaceSource::Learned));
+                *self.first_flight_until.lock().expect("flight lock") = Some(now + window);
                 return true;
             }
         }
@@ -219,7 +236,10 @@ impl Pacer {
             rate_before_outage: Mutex::new(None),
             recovery: RwLock::new(None),
             semaphore: Arc::new(Semaphore::new(initial)),
-            concurrency: Mutex::new(Concurrency { limit: initial, debt: 0 }),
+            concurrency: Mutex::new(Concurrency {
+                limit: initial,
+                debt: 0,
+            }),
             concurrency_cap: limits.concurrency.map(|c| c.max(1)),
             latency: Mutex::new(None),
         };
@@ -229,7 +249,11 @@ impl Pacer {
 
     /// Waits for a concurrency slot.
     pub async fn slot(&self) -> OwnedSemaphorePermit {
-        self.semaphore.clone().acquire_owned().await.expect("the semaphore is never closed")
+        self.semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Requests in flight now (slots taken).
@@ -242,7 +266,11 @@ impl Pacer {
     /// then each limit. Cancel-safe: nothing is charged until a limit admits.
     pub async fn admit(&self, tokens: u64) {
         loop {
-            let checked = self.circuit.lock().expect("circuit lock").check(Instant::now());
+            let checked = self
+                .circuit
+                .lock()
+                .expect("circuit lock")
+                .check(Instant::now());
             match checked {
                 Ok(_) => break,
                 Err(NotUntil { at }) => sleep_until(at).await,
@@ -252,7 +280,12 @@ impl Pacer {
         if let Some(l) = &self.per_second {
             l.acquire(1).await;
         }
-        let recovery = self.recovery.read().expect("recovery lock").as_ref().map(|r| r.limiter.clone());
+        let recovery = self
+            .recovery
+            .read()
+            .expect("recovery lock")
+            .as_ref()
+            .map(|r| r.limiter.clone());
         if let Some(l) = recovery {
             l.acquire(1).await;
         }
@@ -319,12 +352,22 @@ impl Pacer {
 
     /// A 429: everybody waits until `after` (or a short default), and a
     /// learned pace is cut. Returns when the pause ends.
-    pub fn on_rate_limited(&self, now: Instant, scope: LimitScope, after: Option<Duration>) -> (Instant, bool) {
+    pub fn on_rate_limited(
+        &self,
+        now: Instant,
+        scope: LimitScope,
+        after: Option<Duration>,
+    ) -> (Instant, bool) {
         let until = now + after.unwrap_or(DEFAULT_429_PAUSE);
         self.gate.pause_until(until);
+        // A flight lasts about one round trip; at least a second.
+        let latency = self.latency.lock().expect("latency lock").unwrap_or(0.0);
+        let window = Duration::from_secs_f64((2.0 * latency).clamp(1.0, 10.0));
         let changed = match scope {
-            LimitScope::Tokens => self.tokens.on_rate_limited(now),
-            LimitScope::Requests | LimitScope::Unknown => self.requests.on_rate_limited(now),
+            LimitScope::Tokens => self.tokens.on_rate_limited(now, window),
+            LimitScope::Requests | LimitScope::Unknown => {
+                self.requests.on_rate_limited(now, window)
+            }
         };
         if changed {
             self.resize();
@@ -358,14 +401,21 @@ impl Pacer {
         if let Some(target) = target {
             let rate = target * RECOVERY_START;
             let limiter = Arc::new(RateLimiter::new(rate, rate.max(1.0)));
-            *self.recovery.write().expect("recovery lock") = Some(Recovery { limiter, target, since: now });
+            *self.recovery.write().expect("recovery lock") = Some(Recovery {
+                limiter,
+                target,
+                since: now,
+            });
         }
     }
 
     fn ramp_recovery(&self, now: Instant) -> bool {
         let mut recovery = self.recovery.write().expect("recovery lock");
-        let Some(r) = recovery.as_ref() else { return false };
-        let progress = now.saturating_duration_since(r.since).as_secs_f64() / RECOVERY_RAMP.as_secs_f64();
+        let Some(r) = recovery.as_ref() else {
+            return false;
+        };
+        let progress =
+            now.saturating_duration_since(r.since).as_secs_f64() / RECOVERY_RAMP.as_secs_f64();
         if progress >= 1.0 {
             *recovery = None;
             return true;
@@ -397,7 +447,8 @@ impl Pacer {
 
     /// Sizes the requests in flight to the pace and the latency (Little's law).
     fn resize(&self) {
-        let latency = Duration::from_secs_f64(self.latency.lock().expect("latency lock").unwrap_or(0.0));
+        let latency =
+            Duration::from_secs_f64(self.latency.lock().expect("latency lock").unwrap_or(0.0));
         let target = match (self.request_rate(), self.concurrency_cap) {
             (Some(rate), cap) => {
                 let cap = cap.unwrap_or(AUTO_CONCURRENCY_CAP);
@@ -428,7 +479,9 @@ impl Pacer {
     /// The pace in force.
     pub fn view(&self) -> PaceView {
         let source = match (self.requests.source(), self.tokens.source()) {
-            (Some(PaceSource::Configured), _) | (_, Some(PaceSource::Configured)) => PaceSource::Configured,
+            (Some(PaceSource::Configured), _) | (_, Some(PaceSource::Configured)) => {
+                PaceSource::Configured
+            }
             (Some(s), _) | (None, Some(s)) => s,
             (None, None) if self.per_second.is_some() => PaceSource::Configured,
             (None, None) => PaceSource::Unlimited,
@@ -447,12 +500,19 @@ mod tests {
     use super::*;
 
     fn window(limit: u64, remaining: u64) -> RateWindow {
-        RateWindow { limit: Some(limit), remaining: Some(remaining), reset: Some(Duration::from_secs(1)) }
+        RateWindow {
+            limit: Some(limit),
+            remaining: Some(remaining),
+            reset: Some(Duration::from_secs(1)),
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn configured_rpm_paces_after_the_first_minutes_burst() {
-        let pacer = Pacer::new(&Limits { rpm: Some(600.0), ..Limits::default() });
+        let pacer = Pacer::new(&Limits {
+            rpm: Some(600.0),
+            ..Limits::default()
+        });
         let t0 = Instant::now();
         for _ in 0..600 {
             pacer.admit(0).await;
@@ -461,7 +521,11 @@ mod tests {
         for _ in 0..100 {
             pacer.admit(0).await;
         }
-        assert_eq!(Instant::now() - t0, Duration::from_secs(10), "then 10 a second");
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(10),
+            "then 10 a second"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -469,7 +533,10 @@ mod tests {
         let pacer = Pacer::new(&Limits::default());
         assert_eq!(pacer.view().source, PaceSource::Unlimited);
         let now = Instant::now();
-        let snap = RateLimitSnapshot { requests: window(60, 0), ..Default::default() };
+        let snap = RateLimitSnapshot {
+            requests: window(60, 0),
+            ..Default::default()
+        };
         assert!(pacer.observe(now, &snap));
         let view = pacer.view();
         assert_eq!((view.rpm, view.source), (Some(60.0), PaceSource::Headers));
@@ -480,8 +547,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn configured_limits_stay_ceilings_over_headers_and_429s() {
-        let pacer = Pacer::new(&Limits { rpm: Some(30.0), ..Limits::default() });
-        let snap = RateLimitSnapshot { requests: window(6000, 6000), ..Default::default() };
+        let pacer = Pacer::new(&Limits {
+            rpm: Some(30.0),
+            ..Limits::default()
+        });
+        let snap = RateLimitSnapshot {
+            requests: window(6000, 6000),
+            ..Default::default()
+        };
         assert!(!pacer.observe(Instant::now(), &snap));
         let (_, changed) = pacer.on_rate_limited(Instant::now(), LimitScope::Requests, None);
         assert!(!changed);
@@ -510,14 +583,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tokens_are_reserved_then_reconciled() {
-        let pacer = Pacer::new(&Limits { tpm: Some(6000.0), ..Limits::default() });
+        let pacer = Pacer::new(&Limits {
+            tpm: Some(6000.0),
+            ..Limits::default()
+        });
         let t0 = Instant::now();
         pacer.admit(6000).await; // the whole minute
         pacer.reconcile_tokens(t0, 6000, 3000); // only half was charged
         pacer.admit(3000).await;
         assert_eq!(Instant::now(), t0, "the refund made room at once");
         pacer.admit(100).await;
-        assert_eq!(Instant::now() - t0, Duration::from_secs(1), "100 tokens at 100/s");
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(1),
+            "100 tokens at 100/s"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -525,7 +605,11 @@ mod tests {
         let pacer = Pacer::new(&Limits::default());
         let t0 = Instant::now();
         for i in 0..100 {
-            pacer.on_success(t0 + Duration::from_millis(i * 10), Duration::from_millis(50), 10);
+            pacer.on_success(
+                t0 + Duration::from_millis(i * 10),
+                Duration::from_millis(50),
+                10,
+            );
         }
         let now = t0 + Duration::from_secs(1);
         let (_, changed) = pacer.on_rate_limited(now, LimitScope::Requests, None);
@@ -533,9 +617,17 @@ mod tests {
         let view = pacer.view();
         assert_eq!(view.source, PaceSource::Learned);
         let rpm = view.rpm.unwrap();
-        // About 100 a second got through (90 in the last full second); the
-        // cut is to 70% of it.
-        assert!((0.7 * 85.0 * 60.0..=0.7 * 100.0 * 60.0).contains(&rpm), "{rpm}");
+        // About 100 a second got through (90 in the last full second): slow
+        // start resumes from half of it.
+        assert!(
+            (0.5 * 85.0 * 60.0..=0.5 * 100.0 * 60.0).contains(&rpm),
+            "{rpm}"
+        );
+        // The rest of the first flight's 429s do not cut again.
+        let later = now + Duration::from_millis(100);
+        let (_, changed) = pacer.on_rate_limited(later, LimitScope::Requests, None);
+        assert!(!changed);
+        assert_eq!(pacer.view().rpm, Some(rpm));
         // A token 429 learns the token pace, not the request pace.
         pacer.on_rate_limited(now + Duration::from_secs(5), LimitScope::Tokens, None);
         assert!(pacer.view().tpm.is_some());
@@ -543,7 +635,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_outage_opens_the_circuit_and_the_pace_restarts_below() {
-        let pacer = Pacer::new(&Limits { rpm: Some(600.0), ..Limits::default() });
+        let pacer = Pacer::new(&Limits {
+            rpm: Some(600.0),
+            ..Limits::default()
+        });
         let t0 = Instant::now();
         let mut open = false;
         for _ in 0..5 {
@@ -556,7 +651,13 @@ mod tests {
         // The probe succeeds: closed, and restarted at half the pace.
         assert!(pacer.on_provider_up(Instant::now()));
         assert!(!pacer.circuit_open());
-        let r = pacer.recovery.read().unwrap().as_ref().map(|r| r.limiter.rate()).unwrap();
+        let r = pacer
+            .recovery
+            .read()
+            .unwrap()
+            .as_ref()
+            .map(|r| r.limiter.rate())
+            .unwrap();
         assert!((r - 5.0).abs() < 1e-9, "{r}");
         // ...climbing back to the full pace over the ramp.
         pacer.on_success(Instant::now() + RECOVERY_RAMP, Duration::from_millis(10), 1);
@@ -565,7 +666,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrency_follows_littles_law_under_the_cap() {
-        let pacer = Pacer::new(&Limits { rpm: Some(6000.0), concurrency: Some(40), ..Limits::default() });
+        let pacer = Pacer::new(&Limits {
+            rpm: Some(6000.0),
+            concurrency: Some(40),
+            ..Limits::default()
+        });
         // 100 a second at 0.2 s: 100 × 0.2 × 1.5 = 30 in flight.
         for _ in 0..200 {
             pacer.on_success(Instant::now(), Duration::from_millis(200), 1);
@@ -580,7 +685,10 @@ mod tests {
         assert_eq!(pacer.view().concurrency, 40);
         assert_eq!(pacer.semaphore.available_permits(), 40);
         // With no rate known, the cap itself.
-        let unknown = Pacer::new(&Limits { concurrency: Some(12), ..Limits::default() });
+        let unknown = Pacer::new(&Limits {
+            concurrency: Some(12),
+            ..Limits::default()
+        });
         assert_eq!(unknown.view().concurrency, 12);
     }
 }

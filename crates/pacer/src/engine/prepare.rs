@@ -17,7 +17,10 @@ fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -44,22 +47,33 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
     }
     let existed = cfg.state.exists();
     if let Some(dir) = cfg.state.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { path: dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
     }
     let mut store = JobStore::open(&cfg.state)?;
     let fingerprint = source.fingerprint()?;
     if store.is_imported()? {
         if store.meta("fingerprint")?.as_deref() != Some(fingerprint.as_str()) {
-            return Err(EngineError::InputChanged { input: cfg.input.clone(), state: cfg.state.clone() });
+            return Err(EngineError::InputChanged {
+                input: cfg.input.clone(),
+                state: cfg.state.clone(),
+            });
         }
     } else {
-        let output_has_data = std::fs::metadata(&cfg.output).map(|m| m.len() > 0).unwrap_or(false);
+        let output_has_data = std::fs::metadata(&cfg.output)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
         if output_has_data {
             drop(store);
             if !existed {
                 remove_state(&cfg.state)?;
             }
-            return Err(EngineError::OutputExists { output: cfg.output.clone(), state: cfg.state.clone() });
+            return Err(EngineError::OutputExists {
+                output: cfg.output.clone(),
+                state: cfg.state.clone(),
+            });
         }
         let imported = store.import(&fingerprint, source.requests()?)?;
         if let Err(e) = imported {
@@ -72,7 +86,11 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
     }
     let recovery = store.recover(&cfg.output)?;
     let counts = store.counts()?;
-    Ok(Prepared { store, counts, recovery })
+    Ok(Prepared {
+        store,
+        counts,
+        recovery,
+    })
 }
 
 /// What `pacer status` prints.
@@ -86,8 +104,14 @@ pub struct StatusReport {
 /// A run's progress, read from its state file (read-only; safe while it runs).
 pub fn status(state: &Path) -> Result<StatusReport, EngineError> {
     if !state.exists() {
-        return Err(EngineError::Config(format!("{}: no such state file", state.display())));
+        return Err(EngineError::Config(format!(
+            "{}: no such state file",
+            state.display()
+        )));
     }
     let store = JobStore::open(state)?;
-    Ok(StatusReport { state: state.to_path_buf(), counts: store.counts()? })
+    Ok(StatusReport {
+        state: state.to_path_buf(),
+        counts: store.counts()?,
+    })
 }

@@ -15,7 +15,10 @@ use crate::transport::{Transport, TransportError};
 pub enum Verdict {
     /// The key works. `models` pairs each asked model with whether the
     /// provider lists it (`None`: the provider gave no usable list).
-    KeyAccepted { models: Vec<(String, Option<bool>)>, limits: RateLimitSnapshot },
+    KeyAccepted {
+        models: Vec<(String, Option<bool>)>,
+        limits: RateLimitSnapshot,
+    },
     /// The key is refused: running would be pointless.
     Refused(StopReason),
     /// No conclusion (no `/models` endpoint, a server error, no connection):
@@ -27,9 +30,10 @@ pub enum Verdict {
 pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -> Verdict {
     let answer = match transport.get("/v1/models", anthropic).await {
         Ok(a) => a,
-        Err(e @ (TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::Other(_))) => {
-            return Verdict::Inconclusive(format!("could not reach the provider: {e}"))
-        }
+        Err(
+            e
+            @ (TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::Other(_)),
+        ) => return Verdict::Inconclusive(format!("could not reach the provider: {e}")),
         Err(e) => return Verdict::Inconclusive(e.to_string()),
     };
     let limits = parse_rate_limit_headers(&answer.headers, SystemTime::now());
@@ -37,17 +41,24 @@ pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -
         401 => Verdict::Refused(StopReason::Unauthorized { status: 401 }),
         403 => Verdict::Refused(StopReason::Forbidden),
         200..=299 => {
-            let listed: Option<Vec<String>> = serde_json::from_slice::<Value>(&answer.body).ok().and_then(|v| {
-                v.get("data").and_then(Value::as_array).map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
-                        .collect()
-                })
-            });
+            let listed: Option<Vec<String>> = serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| {
+                    v.get("data").and_then(Value::as_array).map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                            .collect()
+                    })
+                });
             let models = models
                 .iter()
-                .map(|m| (m.clone(), listed.as_ref().map(|l| l.iter().any(|id| id == m))))
+                .map(|m| {
+                    (
+                        m.clone(),
+                        listed.as_ref().map(|l| l.iter().any(|id| id == m)),
+                    )
+                })
                 .collect();
             Verdict::KeyAccepted { models, limits }
         }

@@ -19,19 +19,38 @@ pub enum PaceSource {
 #[non_exhaustive]
 pub enum Event {
     /// The run starts: the job's counts as found in the state.
-    Started { total: u64, done: u64, failed: u64, resent: u64, requeued: u64, spent_usd: f64 },
+    Started {
+        total: u64,
+        done: u64,
+        failed: u64,
+        resent: u64,
+        requeued: u64,
+        spent_usd: f64,
+    },
     /// An attempt went out.
     Sent,
     /// An attempt came back (with an HTTP status, or none for transport errors).
-    Answered { status: Option<u16>, latency: Duration },
+    Answered {
+        status: Option<u16>,
+        latency: Duration,
+    },
     /// An attempt will be retried; `rate_limited` for 429s.
     Retrying { rate_limited: bool },
     /// A request finished for good and is durable.
     Finished { ok: bool },
     /// Tokens and money of one successful answer.
-    Usage { prompt_tokens: u64, completion_tokens: u64, cost_usd: Option<f64> },
+    Usage {
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost_usd: Option<f64>,
+    },
     /// The pace in force changed.
-    Pace { rpm: Option<f64>, tpm: Option<f64>, source: PaceSource, concurrency: usize },
+    Pace {
+        rpm: Option<f64>,
+        tpm: Option<f64>,
+        source: PaceSource,
+        concurrency: usize,
+    },
     /// Everybody waits until this long from now (a 429's Retry-After, an open circuit).
     Paused { for_: Duration },
     /// The run stops admitting requests, for this reason.

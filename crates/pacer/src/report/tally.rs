@@ -84,6 +84,12 @@ pub struct Summary {
     /// Some model had no price: the true cost is higher than `cost_usd`.
     pub cost_unknown: bool,
     pub stop_reason: Option<String>,
+    /// The request pace in force at the end, per minute (`None`: unlimited).
+    pub pace_rpm: Option<f64>,
+    /// The token pace in force at the end, per minute.
+    pub pace_tpm: Option<f64>,
+    /// Where that pace came from.
+    pub pace_source: Option<PaceSource>,
 }
 
 impl Tally {
@@ -104,7 +110,8 @@ impl Tally {
             completion_tokens: 0,
             cost_usd: 0.0,
             unknown_cost: false,
-            latency_ms: Histogram::new_with_bounds(1, 3_600_000, 3).expect("static histogram bounds"),
+            latency_ms: Histogram::new_with_bounds(1, 3_600_000, 3)
+                .expect("static histogram bounds"),
             recent: VecDeque::new(),
             pace: None,
             stop_reason: None,
@@ -113,7 +120,11 @@ impl Tally {
 
     fn bucket(&mut self, now: Instant) -> &mut (u64, u64, u64) {
         let sec = now.saturating_duration_since(self.started).as_secs();
-        while self.recent.front().is_some_and(|b| b.0 + RATE_WINDOW.as_secs() <= sec) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|b| b.0 + RATE_WINDOW.as_secs() <= sec)
+        {
             self.recent.pop_front();
         }
         if self.recent.back().map(|b| b.0) != Some(sec) {
@@ -125,7 +136,14 @@ impl Tally {
     /// Folds one event in, at time `now`.
     pub fn apply(&mut self, now: Instant, event: &Event) {
         match event {
-            Event::Started { total, done, failed, resent, spent_usd, .. } => {
+            Event::Started {
+                total,
+                done,
+                failed,
+                resent,
+                spent_usd,
+                ..
+            } => {
                 self.total = *total;
                 self.done_before = *done;
                 self.failed_before = *failed;
@@ -151,7 +169,11 @@ impl Tally {
                     self.failed += 1;
                 }
             }
-            Event::Usage { prompt_tokens, completion_tokens, cost_usd } => {
+            Event::Usage {
+                prompt_tokens,
+                completion_tokens,
+                cost_usd,
+            } => {
                 self.prompt_tokens += prompt_tokens;
                 self.completion_tokens += completion_tokens;
                 self.bucket(now).2 += prompt_tokens + completion_tokens;
@@ -160,7 +182,12 @@ impl Tally {
                     None => self.unknown_cost = true,
                 }
             }
-            Event::Pace { rpm, tpm, source, concurrency } => self.pace = Some((*rpm, *tpm, *source, *concurrency)),
+            Event::Pace {
+                rpm,
+                tpm,
+                source,
+                concurrency,
+            } => self.pace = Some((*rpm, *tpm, *source, *concurrency)),
             Event::Paused { .. } => {}
             Event::Stopping { reason } => {
                 self.stop_reason.get_or_insert_with(|| reason.clone());
@@ -173,7 +200,10 @@ impl Tally {
         let elapsed = now.saturating_duration_since(self.started);
         self.bucket(now);
         let window = elapsed.min(RATE_WINDOW).as_secs_f64().max(1.0);
-        let (reqs, toks) = self.recent.iter().fold((0, 0), |(r, t), b| (r + b.1, t + b.2));
+        let (reqs, toks) = self
+            .recent
+            .iter()
+            .fold((0, 0), |(r, t), b| (r + b.1, t + b.2));
         let rpm = reqs as f64 * 60.0 / window;
         let finished_now = self.succeeded + self.failed;
         let finished = self.done_before + self.failed_before + finished_now;
@@ -208,7 +238,8 @@ impl Tally {
 
     /// The final summary at `now`.
     pub fn summary(&self, now: Instant) -> Summary {
-        let q = |p: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(p));
+        let q =
+            |p: f64| (!self.latency_ms.is_empty()).then(|| self.latency_ms.value_at_quantile(p));
         let succeeded = self.done_before + self.succeeded;
         let failed = self.failed_before + self.failed;
         Summary {
@@ -230,6 +261,9 @@ impl Tally {
             cost_usd: self.spent_before + self.cost_usd,
             cost_unknown: self.unknown_cost,
             stop_reason: self.stop_reason.clone(),
+            pace_rpm: self.pace.and_then(|p| p.0),
+            pace_tpm: self.pace.and_then(|p| p.1),
+            pace_source: self.pace.map(|p| p.2),
         }
     }
 }
@@ -242,22 +276,56 @@ mod tests {
     async fn rates_count_the_last_minute_and_the_summary_adds_earlier_runs() {
         let t0 = Instant::now();
         let mut tally = Tally::new(t0);
-        tally.apply(t0, &Event::Started { total: 10, done: 4, failed: 1, resent: 2, requeued: 2, spent_usd: 1.5 });
+        tally.apply(
+            t0,
+            &Event::Started {
+                total: 10,
+                done: 4,
+                failed: 1,
+                resent: 2,
+                requeued: 2,
+                spent_usd: 1.5,
+            },
+        );
         for i in 0..3 {
             let now = t0 + Duration::from_secs(i * 10);
             tally.apply(now, &Event::Sent);
-            tally.apply(now, &Event::Answered { status: Some(200), latency: Duration::from_millis(100 * (i + 1)) });
-            tally.apply(now, &Event::Usage { prompt_tokens: 10, completion_tokens: 5, cost_usd: Some(0.25) });
+            tally.apply(
+                now,
+                &Event::Answered {
+                    status: Some(200),
+                    latency: Duration::from_millis(100 * (i + 1)),
+                },
+            );
+            tally.apply(
+                now,
+                &Event::Usage {
+                    prompt_tokens: 10,
+                    completion_tokens: 5,
+                    cost_usd: Some(0.25),
+                },
+            );
             tally.apply(now, &Event::Finished { ok: true });
         }
-        tally.apply(t0, &Event::Answered { status: Some(429), latency: Duration::from_millis(5) });
+        tally.apply(
+            t0,
+            &Event::Answered {
+                status: Some(429),
+                latency: Duration::from_millis(5),
+            },
+        );
         let snap = tally.snapshot(t0 + Duration::from_secs(30));
         assert_eq!(snap.requests_per_min, 6.0); // 3 in 30 s
         assert_eq!(snap.finished, 8);
         assert_eq!(snap.rate_limited, 1);
         assert_eq!(snap.eta_s, Some(20.0)); // 2 left at 3 per 30 s
-        // After two quiet minutes the rate falls to zero.
-        assert_eq!(tally.snapshot(t0 + Duration::from_secs(150)).requests_per_min, 0.0);
+                                            // After two quiet minutes the rate falls to zero.
+        assert_eq!(
+            tally
+                .snapshot(t0 + Duration::from_secs(150))
+                .requests_per_min,
+            0.0
+        );
         let s = tally.summary(t0 + Duration::from_secs(30));
         assert_eq!((s.succeeded, s.failed, s.pending, s.resent), (7, 1, 2, 2));
         assert!((s.cost_usd - 2.25).abs() < 1e-9);

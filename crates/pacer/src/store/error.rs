@@ -23,10 +23,18 @@ pub enum StoreError {
     NoWal { path: PathBuf, mode: String },
     /// The state file was written by a newer pacer.
     #[error("state file {path} has schema version {found}, newer than this pacer understands ({known}); upgrade pacer")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     /// The output file no longer matches what the state recorded.
     #[error("output file {path} is shorter ({actual} bytes) than the state recorded ({expected} bytes): it was changed outside pacer; rerun with --restart to start over")]
-    OutputTruncated { path: PathBuf, expected: u64, actual: u64 },
+    OutputTruncated {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     /// The writer thread is gone (it failed earlier, see the log).
     #[error("the state writer stopped: {0}")]
     WriterGone(String),

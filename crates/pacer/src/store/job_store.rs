@@ -76,7 +76,9 @@ pub struct JobStore {
 
 impl std::fmt::Debug for JobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobStore").field("path", &self.path).finish()
+        f.debug_struct("JobStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -84,7 +86,10 @@ impl JobStore {
     /// Opens (creating if needed) the state file, checks WAL, runs migrations.
     pub fn open(path: &Path) -> Result<JobStore, StoreError> {
         let conn = Connection::open(path).map_err(|e| sql(path, e))?;
-        let store = JobStore { conn, path: path.to_path_buf() };
+        let store = JobStore {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.configure()?;
         store.migrate()?;
         Ok(store)
@@ -96,7 +101,10 @@ impl JobStore {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NoWal { path: self.path.clone(), mode });
+            return Err(StoreError::NoWal {
+                path: self.path.clone(),
+                mode,
+            });
         }
         // NORMAL in WAL survives process crashes (SIGKILL); a power loss may
         // lose the last commits, which recovery turns into re-sends, never
@@ -109,15 +117,23 @@ impl JobStore {
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::TooNew { path: self.path.clone(), found: version, known });
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
         }
         for (i, sql_text) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
             tx.execute_batch(sql_text).map_err(|e| self.err(e))?;
-            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(|e| self.err(e))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(|e| self.err(e))?;
             tx.commit().map_err(|e| self.err(e))?;
         }
         Ok(())
@@ -191,9 +207,17 @@ impl JobStore {
                 n += 1;
             }
         }
-        for (k, v) in [("fingerprint", fingerprint), ("imported", "1"), ("output_len", "0"), ("resent", "0")] {
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [k, v])
-                .map_err(|e| sql(&path, e))?;
+        for (k, v) in [
+            ("fingerprint", fingerprint),
+            ("imported", "1"),
+            ("output_len", "0"),
+            ("resent", "0"),
+        ] {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                [k, v],
+            )
+            .map_err(|e| sql(&path, e))?;
         }
         tx.commit().map_err(|e| sql(&path, e))?;
         Ok(Ok(n))
@@ -204,14 +228,32 @@ impl JobStore {
     /// were in flight to pending.
     pub fn recover(&mut self, output: &Path) -> Result<Recovery, StoreError> {
         let path = self.path.clone();
-        let io = |e| StoreError::Io { path: output.to_path_buf(), source: e };
-        let recorded: u64 = self.meta("output_len")?.and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(output).map_err(io)?;
+        let io = |e| StoreError::Io {
+            path: output.to_path_buf(),
+            source: e,
+        };
+        let recorded: u64 = self
+            .meta("output_len")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(output)
+            .map_err(io)?;
         let actual = file.metadata().map_err(io)?.len();
         if actual < recorded {
-            return Err(StoreError::OutputTruncated { path: output.to_path_buf(), expected: recorded, actual });
+            return Err(StoreError::OutputTruncated {
+                path: output.to_path_buf(),
+                expected: recorded,
+                actual,
+            });
         }
-        let mut recovery = Recovery { truncated_bytes: actual - recorded, ..Recovery::default() };
+        let mut recovery = Recovery {
+            truncated_bytes: actual - recorded,
+            ..Recovery::default()
+        };
         if actual > recorded {
             file.set_len(recorded).map_err(io)?;
         }
@@ -223,9 +265,13 @@ impl JobStore {
         let mut buf = Vec::new();
         {
             let mut stmt = tx
-                .prepare("SELECT result FROM requests WHERE written = 0 AND state >= 2 ORDER BY idx")
+                .prepare(
+                    "SELECT result FROM requests WHERE written = 0 AND state >= 2 ORDER BY idx",
+                )
                 .map_err(|e| sql(&path, e))?;
-            let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0)).map_err(|e| sql(&path, e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, Option<String>>(0))
+                .map_err(|e| sql(&path, e))?;
             for line in rows {
                 if let Some(line) = line.map_err(|e| sql(&path, e))? {
                     buf.extend_from_slice(line.as_bytes());
@@ -239,8 +285,11 @@ impl JobStore {
             file.sync_data().map_err(io)?;
         }
         let new_len = recorded + buf.len() as u64;
-        tx.execute("UPDATE requests SET written = 1, result = NULL WHERE written = 0 AND state >= 2", [])
-            .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "UPDATE requests SET written = 1, result = NULL WHERE written = 0 AND state >= 2",
+            [],
+        )
+        .map_err(|e| sql(&path, e))?;
         recovery.requeued = tx
             .execute("UPDATE requests SET state = 0 WHERE state = 1", [])
             .map_err(|e| sql(&path, e))? as u64;
@@ -249,8 +298,11 @@ impl JobStore {
             [recovery.requeued as i64],
         )
         .map_err(|e| sql(&path, e))?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'output_len'", [new_len.to_string()])
-            .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'output_len'",
+            [new_len.to_string()],
+        )
+        .map_err(|e| sql(&path, e))?;
         tx.commit().map_err(|e| sql(&path, e))?;
         Ok(recovery)
     }
@@ -267,7 +319,13 @@ impl JobStore {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, f64>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, f64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         for row in rows {
@@ -284,14 +342,22 @@ impl JobStore {
                 _ => counts.failed += n,
             }
         }
-        counts.resent = self.meta("resent")?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        counts.resent = self
+            .meta("resent")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         Ok(counts)
     }
 
     /// The next page of pending requests in scheduler order (priority, then
     /// input order), after `after`.
-    pub fn fetch_pending(&self, after: Option<PendingCursor>, limit: usize) -> Result<Vec<PendingRow>, StoreError> {
-        const COLS: &str = "idx, custom_id, priority, attempts, url, body, model, est_prompt, est_output";
+    pub fn fetch_pending(
+        &self,
+        after: Option<PendingCursor>,
+        limit: usize,
+    ) -> Result<Vec<PendingRow>, StoreError> {
+        const COLS: &str =
+            "idx, custom_id, priority, attempts, url, body, model, est_prompt, est_output";
         let map = |r: &rusqlite::Row<'_>| {
             Ok(PendingRow {
                 idx: r.get(0)?,
@@ -313,7 +379,9 @@ impl JobStore {
                         "SELECT {COLS} FROM requests WHERE state = 0 ORDER BY priority DESC, idx LIMIT ?1"
                     ))
                     .map_err(|e| self.err(e))?;
-                let rows = stmt.query_map([limit as i64], map).map_err(|e| self.err(e))?;
+                let rows = stmt
+                    .query_map([limit as i64], map)
+                    .map_err(|e| self.err(e))?;
                 rows.collect::<Result<Vec<_>, _>>()
             }
             Some(c) => {
@@ -324,7 +392,9 @@ impl JobStore {
                          ORDER BY priority DESC, idx LIMIT ?3"
                     ))
                     .map_err(|e| self.err(e))?;
-                let rows = stmt.query_map(params![c.priority, c.idx, limit as i64], map).map_err(|e| self.err(e))?;
+                let rows = stmt
+                    .query_map(params![c.priority, c.idx, limit as i64], map)
+                    .map_err(|e| self.err(e))?;
                 rows.collect::<Result<Vec<_>, _>>()
             }
         };
@@ -337,7 +407,10 @@ impl JobStore {
 }
 
 pub(super) fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
-    StoreError::Sqlite { path: path.to_path_buf(), source }
+    StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl JobStore {
@@ -347,7 +420,9 @@ impl JobStore {
             .conn
             .prepare("SELECT DISTINCT model FROM requests WHERE state < 2")
             .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0)).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Option<String>>(0))
+            .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 }
@@ -356,7 +431,11 @@ impl JobStore {
     /// The endpoint of the first pending request (to tell the provider's kind).
     pub fn first_pending_url(&self) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT url FROM requests WHERE state < 2 LIMIT 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT url FROM requests WHERE state < 2 LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))
     }

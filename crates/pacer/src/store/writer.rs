@@ -57,25 +57,53 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer on `store` (already recovered) appending to `output`.
     /// Each durable finished request is reported on `durable`.
-    pub fn start(store: JobStore, output: &Path, durable: mpsc::UnboundedSender<Durable>) -> Result<Writer, StoreError> {
+    pub fn start(
+        store: JobStore,
+        output: &Path,
+        durable: mpsc::UnboundedSender<Durable>,
+    ) -> Result<Writer, StoreError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(output)
-            .map_err(|e| StoreError::Io { path: output.to_path_buf(), source: e })?;
-        let len = file.metadata().map_err(|e| StoreError::Io { path: output.to_path_buf(), source: e })?.len();
+            .map_err(|e| StoreError::Io {
+                path: output.to_path_buf(),
+                source: e,
+            })?;
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::Io {
+                path: output.to_path_buf(),
+                source: e,
+            })?
+            .len();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut state = WriterThread { store, file, output: output.to_path_buf(), len, rx, durable };
+        let mut state = WriterThread {
+            store,
+            file,
+            output: output.to_path_buf(),
+            len,
+            rx,
+            durable,
+        };
         let thread = std::thread::Builder::new()
             .name("pacer-store-writer".into())
             .spawn(move || state.run())
-            .map_err(|e| StoreError::Io { path: output.to_path_buf(), source: e })?;
-        Ok(Writer { tx, thread: Some(thread) })
+            .map_err(|e| StoreError::Io {
+                path: output.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Writer {
+            tx,
+            thread: Some(thread),
+        })
     }
 
     /// Queues a command. Fails only if the writer thread has died.
     pub fn send(&self, cmd: Command) -> Result<(), StoreError> {
-        self.tx.send(cmd).map_err(|_| StoreError::WriterGone("the writer thread ended".into()))
+        self.tx
+            .send(cmd)
+            .map_err(|_| StoreError::WriterGone("the writer thread ended".into()))
     }
 
     /// A cheap handle for tasks that only send commands.
@@ -87,7 +115,8 @@ impl Writer {
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Flush(tx))?;
-        rx.await.map_err(|_| StoreError::WriterGone("the writer thread ended during a flush".into()))
+        rx.await
+            .map_err(|_| StoreError::WriterGone("the writer thread ended during a flush".into()))
     }
 
     /// Stops the writer after everything queued is durable, returning its error if any.
@@ -140,16 +169,21 @@ impl WriterThread {
         let mut flushes = Vec::new();
         {
             let conn = self.store.conn_mut();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql(&path, e))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql(&path, e))?;
             {
                 let mut sent = tx
-                    .prepare_cached("UPDATE requests SET state = 1, attempts = attempts + 1 WHERE idx = ?1")
+                    .prepare_cached(
+                        "UPDATE requests SET state = 1, attempts = attempts + 1 WHERE idx = ?1",
+                    )
                     .map_err(|e| sql(&path, e))?;
                 let mut retry = tx
                     .prepare_cached("UPDATE requests SET state = 0, last_error = ?2 WHERE idx = ?1")
                     .map_err(|e| sql(&path, e))?;
-                let mut requeue =
-                    tx.prepare_cached("UPDATE requests SET state = 0 WHERE idx = ?1").map_err(|e| sql(&path, e))?;
+                let mut requeue = tx
+                    .prepare_cached("UPDATE requests SET state = 0 WHERE idx = ?1")
+                    .map_err(|e| sql(&path, e))?;
                 let mut finish = tx
                     .prepare_cached(
                         "UPDATE requests SET state = ?2, result = ?3, written = 0, last_error = ?4,
@@ -159,9 +193,19 @@ impl WriterThread {
                 for cmd in batch.drain(..) {
                     match cmd {
                         Command::Sent { idx } => sent.execute([idx]).map(|_| ()),
-                        Command::Retry { idx, error } => retry.execute(params![idx, error]).map(|_| ()),
+                        Command::Retry { idx, error } => {
+                            retry.execute(params![idx, error]).map(|_| ())
+                        }
                         Command::Requeue { idx } => requeue.execute([idx]).map(|_| ()),
-                        Command::Finish { idx, state, line, error, prompt_tokens, completion_tokens, cost_usd } => {
+                        Command::Finish {
+                            idx,
+                            state,
+                            line,
+                            error,
+                            prompt_tokens,
+                            completion_tokens,
+                            cost_usd,
+                        } => {
                             let r = finish.execute(params![
                                 idx,
                                 state as i64,
@@ -192,13 +236,18 @@ impl WriterThread {
                 buf.extend_from_slice(line.as_bytes());
                 buf.push(b'\n');
             }
-            let io = |e| StoreError::Io { path: self.output.clone(), source: e };
+            let io = |e| StoreError::Io {
+                path: self.output.clone(),
+                source: e,
+            };
             self.file.write_all(&buf).map_err(io)?;
             self.file.sync_data().map_err(io)?;
             self.len += buf.len() as u64;
 
             let conn = self.store.conn_mut();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql(&path, e))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql(&path, e))?;
             {
                 let mut written = tx
                     .prepare_cached("UPDATE requests SET written = 1, result = NULL WHERE idx = ?1")
@@ -206,8 +255,11 @@ impl WriterThread {
                 for d in &finished {
                     written.execute([d.idx]).map_err(|e| sql(&path, e))?;
                 }
-                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'output_len'", [self.len.to_string()])
-                    .map_err(|e| sql(&path, e))?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'output_len'",
+                    [self.len.to_string()],
+                )
+                .map_err(|e| sql(&path, e))?;
             }
             tx.commit().map_err(|e| sql(&path, e))?;
             for d in finished {
@@ -235,7 +287,10 @@ mod tests {
             url: "/v1/chat/completions".into(),
             body: format!("{{\"n\":{i}}}"),
             priority,
-            estimate: TokenEstimate { prompt: 10, max_output: 5 },
+            estimate: TokenEstimate {
+                prompt: 10,
+                max_output: 5,
+            },
             model: Some("gpt-4o-mini".into()),
             line: i + 1,
         })
@@ -257,22 +312,51 @@ mod tests {
     fn wal_is_on_and_pending_pages_follow_priority_then_input_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = JobStore::open(&dir.path().join("s.db")).unwrap();
-        let mode: String = store.conn_mut().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = store
+            .conn_mut()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let n = store.import("fp", (0..10).map(|i| spec(i, if i % 3 == 0 { 5 } else { 0 }))).unwrap().unwrap();
+        let n = store
+            .import(
+                "fp",
+                (0..10).map(|i| spec(i, if i % 3 == 0 { 5 } else { 0 })),
+            )
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 10);
         let first = store.fetch_pending(None, 3).unwrap();
-        assert_eq!(first.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![0, 3, 6]);
+        assert_eq!(
+            first.iter().map(|r| r.idx).collect::<Vec<_>>(),
+            vec![0, 3, 6]
+        );
         let last = first.last().unwrap();
-        let next = store.fetch_pending(Some(PendingCursor { priority: last.priority, idx: last.idx }), 3).unwrap();
-        assert_eq!(next.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![9, 1, 2]);
+        let next = store
+            .fetch_pending(
+                Some(PendingCursor {
+                    priority: last.priority,
+                    idx: last.idx,
+                }),
+                3,
+            )
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|r| r.idx).collect::<Vec<_>>(),
+            vec![9, 1, 2]
+        );
     }
 
     #[test]
     fn an_input_error_rolls_the_whole_import_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = JobStore::open(&dir.path().join("s.db")).unwrap();
-        let items = (0..5).map(|i| if i == 3 { Err("bad line 4") } else { Ok(spec(i, 0).unwrap()) });
+        let items = (0..5).map(|i| {
+            if i == 3 {
+                Err("bad line 4")
+            } else {
+                Ok(spec(i, 0).unwrap())
+            }
+        });
         assert_eq!(store.import("fp", items).unwrap(), Err("bad line 4"));
         assert!(!store.is_imported().unwrap());
         assert_eq!(store.counts().unwrap().total, 0);
@@ -284,7 +368,10 @@ mod tests {
         let db = dir.path().join("s.db");
         let out = dir.path().join("out.jsonl");
         let mut store = JobStore::open(&db).unwrap();
-        store.import("fp", (0..4).map(|i| spec(i, 0))).unwrap().unwrap();
+        store
+            .import("fp", (0..4).map(|i| spec(i, 0)))
+            .unwrap()
+            .unwrap();
         store.recover(&out).unwrap();
         let (dtx, mut drx) = mpsc::unbounded_channel();
         let writer = Writer::start(store, &out, dtx).unwrap();
@@ -299,7 +386,12 @@ mod tests {
         writer.close().await.unwrap();
 
         // A crash left a partial line behind.
-        std::fs::OpenOptions::new().append(true).open(&out).unwrap().write_all(b"{\"custom_id\":\"r1").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&out)
+            .unwrap()
+            .write_all(b"{\"custom_id\":\"r1")
+            .unwrap();
         let mut store = JobStore::open(&db).unwrap();
         let rec = store.recover(&out).unwrap();
         assert_eq!(rec.requeued, 2);
@@ -317,11 +409,17 @@ mod tests {
         let db = dir.path().join("s.db");
         let out = dir.path().join("out.jsonl");
         let mut store = JobStore::open(&db).unwrap();
-        store.import("fp", (0..2).map(|i| spec(i, 0))).unwrap().unwrap();
+        store
+            .import("fp", (0..2).map(|i| spec(i, 0)))
+            .unwrap()
+            .unwrap();
         // As if the writer died between its two commits.
         store
             .conn_mut()
-            .execute("UPDATE requests SET state = 2, result = 'line-1', written = 0 WHERE idx = 1", [])
+            .execute(
+                "UPDATE requests SET state = 2, result = 'line-1', written = 0 WHERE idx = 1",
+                [],
+            )
             .unwrap();
         let rec = store.recover(&out).unwrap();
         assert_eq!(rec.rewritten, 1);
@@ -338,8 +436,18 @@ mod tests {
         let db = dir.path().join("s.db");
         let out = dir.path().join("out.jsonl");
         let mut store = JobStore::open(&db).unwrap();
-        store.import("fp", (0..1).map(|i| spec(i, 0))).unwrap().unwrap();
+        store
+            .import("fp", (0..1).map(|i| spec(i, 0)))
+            .unwrap()
+            .unwrap();
         store.set_meta("output_len", "100").unwrap();
-        assert!(matches!(store.recover(&out), Err(StoreError::OutputTruncated { expected: 100, actual: 0, .. })));
+        assert!(matches!(
+            store.recover(&out),
+            Err(StoreError::OutputTruncated {
+                expected: 100,
+                actual: 0,
+                ..
+            })
+        ));
     }
 }

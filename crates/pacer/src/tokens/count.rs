@@ -42,12 +42,12 @@ fn bpe(enc: Encoding) -> &'static CoreBPE {
     static O200K: OnceLock<CoreBPE> = OnceLock::new();
     static CL100K: OnceLock<CoreBPE> = OnceLock::new();
     match enc {
-        Encoding::O200k => {
-            O200K.get_or_init(|| tiktoken_rs::o200k_base().expect("o200k vocabulary ships with tiktoken-rs"))
-        }
-        Encoding::Cl100k => {
-            CL100K.get_or_init(|| tiktoken_rs::cl100k_base().expect("cl100k vocabulary ships with tiktoken-rs"))
-        }
+        Encoding::O200k => O200K.get_or_init(|| {
+            tiktoken_rs::o200k_base().expect("o200k vocabulary ships with tiktoken-rs")
+        }),
+        Encoding::Cl100k => CL100K.get_or_init(|| {
+            tiktoken_rs::cl100k_base().expect("cl100k vocabulary ships with tiktoken-rs")
+        }),
     }
 }
 
@@ -99,8 +99,14 @@ pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
         if let Some(system) = body.get("system") {
             prompt += count_content(model, system);
         }
-        for msg in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
-            prompt += TOKENS_PER_MESSAGE + count_content(model, msg.get("content").unwrap_or(&Value::Null));
+        for msg in body
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            prompt += TOKENS_PER_MESSAGE
+                + count_content(model, msg.get("content").unwrap_or(&Value::Null));
         }
         return TokenEstimate {
             prompt,
@@ -160,13 +166,20 @@ fn count_content(model: &str, content: &Value) -> u64 {
                 Value::String(s) => count_text(model, s),
                 Value::Object(o) => {
                     let text = o.get("text").and_then(Value::as_str).unwrap_or("");
-                    let nested = o.get("content").map(|c| count_content(model, c)).unwrap_or(0);
+                    let nested = o
+                        .get("content")
+                        .map(|c| count_content(model, c))
+                        .unwrap_or(0);
                     count_text(model, text) + nested
                 }
                 _ => 0,
             })
             .sum(),
-        Value::Object(o) => o.get("text").and_then(Value::as_str).map(|t| count_text(model, t)).unwrap_or(0),
+        Value::Object(o) => o
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| count_text(model, t))
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -182,7 +195,10 @@ mod tests {
         assert_eq!(encoding_for_model("gpt-4.1-nano"), Encoding::O200k);
         assert_eq!(encoding_for_model("gpt-4-turbo"), Encoding::Cl100k);
         assert_eq!(encoding_for_model("gpt-3.5-turbo"), Encoding::Cl100k);
-        assert_eq!(encoding_for_model("text-embedding-3-small"), Encoding::Cl100k);
+        assert_eq!(
+            encoding_for_model("text-embedding-3-small"),
+            Encoding::Cl100k
+        );
         assert_eq!(encoding_for_model("claude-3-5-sonnet"), Encoding::O200k);
     }
 
@@ -200,13 +216,23 @@ mod tests {
     #[test]
     fn absent_max_tokens_uses_the_default() {
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
-        assert_eq!(estimate_request("/v1/chat/completions", &body).max_output, DEFAULT_MAX_OUTPUT_TOKENS);
+        assert_eq!(
+            estimate_request("/v1/chat/completions", &body).max_output,
+            DEFAULT_MAX_OUTPUT_TOKENS
+        );
     }
 
     #[test]
     fn embeddings_charge_only_input() {
-        let body = json!({"model": "text-embedding-3-small", "input": ["Hello world", "Hello world"]});
+        let body =
+            json!({"model": "text-embedding-3-small", "input": ["Hello world", "Hello world"]});
         let est = estimate_request("/v1/embeddings", &body);
-        assert_eq!(est, TokenEstimate { prompt: 4, max_output: 0 });
+        assert_eq!(
+            est,
+            TokenEstimate {
+                prompt: 4,
+                max_output: 0
+            }
+        );
     }
 }

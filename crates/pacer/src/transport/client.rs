@@ -111,13 +111,20 @@ impl Transport {
     /// Anthropic's auth headers when `anthropic`.
     pub async fn get(&self, path: &str, anthropic: bool) -> Result<Answer, TransportError> {
         let auth_path = if anthropic { "/v1/messages" } else { path };
-        let req = self.client.get(self.endpoint(path)).headers(self.auth_headers(auth_path));
+        let req = self
+            .client
+            .get(self.endpoint(path))
+            .headers(self.auth_headers(auth_path));
         let fut = async {
             let resp = req.send().await.map_err(map_reqwest)?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp.bytes().await.map_err(map_reqwest)?;
-            Ok(Answer { status, headers, body })
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
         };
         tokio::time::timeout(self.config.timeout, fut)
             .await
@@ -127,8 +134,17 @@ impl Transport {
     /// Sends one attempt of a request: `POST path` with JSON `body`.
     /// `client_request_id` goes out as `X-Client-Request-Id` (OpenAI logs it)
     /// when it is a valid header value.
-    pub async fn send(&self, path: &str, body: &str, client_request_id: &str) -> Result<Answer, TransportError> {
-        let stream_kind = if self.config.stream { stream_kind(path) } else { None };
+    pub async fn send(
+        &self,
+        path: &str,
+        body: &str,
+        client_request_id: &str,
+    ) -> Result<Answer, TransportError> {
+        let stream_kind = if self.config.stream {
+            stream_kind(path)
+        } else {
+            None
+        };
         let body: Bytes = match stream_kind {
             Some(kind) => Bytes::from(streaming_body(body, kind)),
             None => Bytes::copy_from_slice(body.as_bytes()),
@@ -140,7 +156,11 @@ impl Transport {
                 headers.insert("x-client-request-id", v);
             }
         }
-        let req = self.client.post(self.endpoint(path)).headers(headers).body(body);
+        let req = self
+            .client
+            .post(self.endpoint(path))
+            .headers(headers)
+            .body(body);
         let fut = async {
             let resp = req.send().await.map_err(map_reqwest)?;
             let status = resp.status().as_u16();
@@ -148,11 +168,19 @@ impl Transport {
             match stream_kind {
                 Some(kind) if (200..300).contains(&status) => {
                     let body = self.read_stream(resp, kind).await?;
-                    Ok(Answer { status, headers, body })
+                    Ok(Answer {
+                        status,
+                        headers,
+                        body,
+                    })
                 }
                 _ => {
                     let body = resp.bytes().await.map_err(map_reqwest)?;
-                    Ok(Answer { status, headers, body })
+                    Ok(Answer {
+                        status,
+                        headers,
+                        body,
+                    })
                 }
             }
         };
@@ -161,7 +189,11 @@ impl Transport {
             .map_err(|_| TransportError::Timeout(self.config.timeout))?
     }
 
-    async fn read_stream(&self, mut resp: reqwest::Response, kind: StreamKind) -> Result<Bytes, TransportError> {
+    async fn read_stream(
+        &self,
+        mut resp: reqwest::Response,
+        kind: StreamKind,
+    ) -> Result<Bytes, TransportError> {
         let idle = self.config.idle_timeout;
         let mut assembler = StreamAssembler::new(kind);
         loop {
@@ -188,7 +220,10 @@ impl Transport {
         let mut headers = HeaderMap::new();
         let anthropic = is_anthropic_path(path);
         if anthropic {
-            headers.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
         }
         if let Some(key) = &self.config.api_key {
             let value = if anthropic {
@@ -198,7 +233,14 @@ impl Transport {
             };
             if let Ok(mut value) = value {
                 value.set_sensitive(true);
-                headers.insert(if anthropic { "x-api-key".parse().unwrap() } else { AUTHORIZATION }, value);
+                headers.insert(
+                    if anthropic {
+                        "x-api-key".parse().unwrap()
+                    } else {
+                        AUTHORIZATION
+                    },
+                    value,
+                );
             }
         }
         headers
@@ -230,7 +272,10 @@ fn streaming_body(body: &str, kind: StreamKind) -> Vec<u8> {
         Ok(Value::Object(mut map)) => {
             map.insert("stream".into(), Value::Bool(true));
             if kind != StreamKind::Anthropic {
-                map.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+                map.insert(
+                    "stream_options".into(),
+                    serde_json::json!({"include_usage": true}),
+                );
             }
             serde_json::to_vec(&Value::Object(map)).unwrap_or_else(|_| body.as_bytes().to_vec())
         }
@@ -276,7 +321,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// SDKs mean it.
 pub fn join_url(base: &str, path: &str) -> String {
     let base = base.trim_end_matches('/');
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     if let Some(last) = base.rsplit('/').next() {
         let prefix = format!("/{last}/");
         if !last.is_empty() && !last.contains(':') && path.starts_with(&prefix) {
@@ -292,31 +341,57 @@ mod tests {
 
     #[test]
     fn urls_join_without_doubling_v1() {
-        assert_eq!(join_url("https://api.openai.com/v1", "/v1/chat/completions"), "https://api.openai.com/v1/chat/completions");
-        assert_eq!(join_url("https://api.openai.com/v1/", "/v1/embeddings"), "https://api.openai.com/v1/embeddings");
-        assert_eq!(join_url("http://127.0.0.1:8080", "/v1/chat/completions"), "http://127.0.0.1:8080/v1/chat/completions");
-        assert_eq!(join_url("https://x.example/openai/v1", "/chat/completions"), "https://x.example/openai/v1/chat/completions");
-        assert_eq!(join_url("http://127.0.0.1:8080/v1", "v1/messages"), "http://127.0.0.1:8080/v1/messages");
+        assert_eq!(
+            join_url("https://api.openai.com/v1", "/v1/chat/completions"),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            join_url("https://api.openai.com/v1/", "/v1/embeddings"),
+            "https://api.openai.com/v1/embeddings"
+        );
+        assert_eq!(
+            join_url("http://127.0.0.1:8080", "/v1/chat/completions"),
+            "http://127.0.0.1:8080/v1/chat/completions"
+        );
+        assert_eq!(
+            join_url("https://x.example/openai/v1", "/chat/completions"),
+            "https://x.example/openai/v1/chat/completions"
+        );
+        assert_eq!(
+            join_url("http://127.0.0.1:8080/v1", "v1/messages"),
+            "http://127.0.0.1:8080/v1/messages"
+        );
     }
 
     #[test]
     fn auth_uses_the_provider_convention_and_marks_the_key_sensitive() {
-        let t = Transport::new(TransportConfig { api_key: Some(ApiKey::new("sk-1")), ..Default::default() }).unwrap();
+        let t = Transport::new(TransportConfig {
+            api_key: Some(ApiKey::new("sk-1")),
+            ..Default::default()
+        })
+        .unwrap();
         let openai = t.auth_headers("/v1/chat/completions");
         assert_eq!(openai.get(AUTHORIZATION).unwrap(), "Bearer sk-1");
         assert!(openai.get(AUTHORIZATION).unwrap().is_sensitive());
         let anthropic = t.auth_headers("/v1/messages");
         assert_eq!(anthropic.get("x-api-key").unwrap(), "sk-1");
-        assert_eq!(anthropic.get("anthropic-version").unwrap(), ANTHROPIC_VERSION);
+        assert_eq!(
+            anthropic.get("anthropic-version").unwrap(),
+            ANTHROPIC_VERSION
+        );
         assert!(anthropic.get(AUTHORIZATION).is_none());
     }
 
     #[test]
     fn streaming_asks_for_usage_on_openai_only() {
-        let b: Value = serde_json::from_slice(&streaming_body(r#"{"model":"m"}"#, StreamKind::OpenAiChat)).unwrap();
+        let b: Value =
+            serde_json::from_slice(&streaming_body(r#"{"model":"m"}"#, StreamKind::OpenAiChat))
+                .unwrap();
         assert_eq!(b["stream"], true);
         assert_eq!(b["stream_options"]["include_usage"], true);
-        let b: Value = serde_json::from_slice(&streaming_body(r#"{"model":"m"}"#, StreamKind::Anthropic)).unwrap();
+        let b: Value =
+            serde_json::from_slice(&streaming_body(r#"{"model":"m"}"#, StreamKind::Anthropic))
+                .unwrap();
         assert_eq!(b["stream"], true);
         assert!(b.get("stream_options").is_none());
     }

@@ -69,7 +69,7 @@ async fn an_outage_is_ridden_out_without_hammering_the_provider() {
     let env = Env::new(MockConfig {
         rpm: Some(600),
         burst: Some(10),
-        outage: vec![outage.clone()],
+        outage: vec![outage],
         latency: 5,
         ..MockConfig::default()
     })

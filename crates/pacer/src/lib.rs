@@ -5,6 +5,22 @@
 //! → `engine` (scheduler and admission: `limit`) → `transport` (HTTP) →
 //! `retry` (classify each answer) → back to `store` and the output file, with
 //! `provider` headers and `cost` feeding back into pacing and the budget.
+//!
+//! ```no_run
+//! use pacer::engine::{run, CancellationToken, Limits, RunConfig};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut cfg = RunConfig::new("jobs.jsonl".into(), "jobs.results.jsonl".into(), "jobs.pacer.db".into());
+//! cfg.transport.base_url = "https://api.openai.com/v1".into();
+//! cfg.transport.api_key = Some(pacer::transport::ApiKey::new(std::env::var("OPENAI_API_KEY")?));
+//! cfg.limits = Limits { rpm: Some(500.0), tpm: Some(200_000.0), ..Limits::default() };
+//! let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! tokio::spawn(async move { while let Some(_event) = rx.recv().await { /* a progress UI */ } });
+//! let report = run(cfg, Some(events), CancellationToken::new()).await?;
+//! println!("{} succeeded, {} failed", report.summary.succeeded, report.summary.failed);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod cost;

@@ -38,4 +38,5 @@ pub use error::EngineError;
 pub use output::{error_line, response_line};
 pub use pace::Pacer;
 pub use prepare::{status, StatusReport};
+pub use tokio_util::sync::CancellationToken;
 pub use verify::{verify, Verdict as VerifyVerdict};

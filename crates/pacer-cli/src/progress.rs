@@ -66,14 +66,7 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => {
-                    if let Event::Stopping { reason } = &ev {
-                        if let Display::Bar(pb) = &display {
-                            pb.println(format!("pacer: stopping: {reason}"));
-                        }
-                    }
-                    tally.apply(Instant::now(), &ev);
-                }
+                Some(ev) => tally.apply(Instant::now(), &ev),
                 None => break,
             },
             _ = tick.tick() => draw(&mut display, &tally.snapshot(Instant::now()), false),
@@ -81,7 +74,8 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
     }
     draw(&mut display, &tally.snapshot(Instant::now()), true);
     if let Display::Bar(pb) = &display {
-        pb.finish();
+        // Leave the bar where it is: a stopped run is not 100%.
+        pb.abandon();
     }
 }
 

@@ -111,7 +111,7 @@ impl JobStore {
         // into lost or doubled output lines.
         self.conn
             .execute_batch(
-                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
             )
             .map_err(|e| self.err(e))
     }

@@ -109,8 +109,9 @@ impl Reply {
                 .clamp(1, 128)
         };
         let seed = content_hash(endpoint, body);
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         let choices = (0..n)
-            .map(|i| choice(&seed, i, counts, max_tokens))
+            .map(|i| choice(&seed, i, counts, max_tokens, model))
             .collect();
         Reply { choices }
     }
@@ -150,7 +151,11 @@ fn choice(
     index: u64,
     counts: &PieceCounts,
     max_tokens: Option<u64>,
+    model: &str,
 ) -> ReplyChoice {
+    // Families counted as a scaled base encoding (Claude) are scaled here too,
+    // so that usage agrees with pacer's own count of the same text.
+    let scaled = |t: u64| pacer::tokens::scale_for_model(model, t);
     let mut h = blake3::Hasher::new();
     h.update(seed);
     h.update(&index.to_le_bytes());
@@ -170,7 +175,7 @@ fn choice(
         } else {
             counts.rest[w]
         };
-        if tokens + cost > limit {
+        if scaled(tokens + cost) > limit {
             truncated = true;
             break;
         }
@@ -183,7 +188,7 @@ fn choice(
         }
     }
     if !truncated {
-        if tokens + counts.period > limit {
+        if scaled(tokens + counts.period) > limit {
             truncated = true;
         } else {
             tokens += counts.period;
@@ -192,7 +197,7 @@ fn choice(
     }
     ReplyChoice {
         text,
-        tokens,
+        tokens: scaled(tokens),
         truncated,
     }
 }

@@ -51,12 +51,44 @@ fn bpe(enc: Encoding) -> &'static CoreBPE {
     }
 }
 
-/// Tokens in `text` under `model`'s encoding.
+/// Families whose tokenizer is not public, counted as o200k times a factor.
+///
+/// - Claude: Anthropic's docs give about 3.5 English characters a token,
+///   against about 4 for OpenAI's encodings, so Claude counts are o200k × 1.14
+///   (rounded up). Erring high is the safe side: the count reserves
+///   tokens-per-minute and budget.
+/// - Gemini ("about 4 characters a token" in Google's docs), Llama 3 (a
+///   tiktoken-style 128k vocabulary) and DeepSeek: o200k as is. DeepSeek's
+///   rule of thumb (0.3 token an English character) suggests its counts may
+///   run up to ~1.25× higher; not verified against its API.
+fn family_factor(model: &str) -> f64 {
+    if model.to_ascii_lowercase().contains("claude") {
+        1.14
+    } else {
+        1.0
+    }
+}
+
+/// `n` tokens of `model`'s base encoding as `model`'s family counts them
+/// (see the approximations above).
+pub fn scale_for_model(model: &str, n: u64) -> u64 {
+    let factor = family_factor(model);
+    if factor == 1.0 {
+        n
+    } else {
+        (n as f64 * factor).ceil() as u64
+    }
+}
+
+/// Tokens in `text` under `model`'s encoding (or its stated approximation).
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    bpe(encoding_for_model(model)).encode_ordinary(text).len() as u64
+    scale_for_model(
+        model,
+        bpe(encoding_for_model(model)).encode_ordinary(text).len() as u64,
+    )
 }
 
 /// A request's token charge, as a provider computes it at admission.
@@ -211,6 +243,17 @@ mod tests {
         assert_eq!(est.prompt, 9);
         assert_eq!(est.max_output, 20);
         assert_eq!(est.total(), 29);
+    }
+
+    #[test]
+    fn claude_is_counted_as_o200k_with_the_stated_factor() {
+        let text = "The totals were checked twice and found to agree with the ledger.";
+        let gpt = count_text("gpt-4o", text);
+        assert_eq!(
+            count_text("claude-sonnet-4-5", text),
+            (gpt as f64 * 1.14).ceil() as u64
+        );
+        assert_eq!(count_text("gemini-2.5-flash", text), gpt);
     }
 
     #[test]

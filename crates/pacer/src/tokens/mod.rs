@@ -8,11 +8,12 @@
 //!
 //! OpenAI models are counted with their own encoding (o200k for the GPT-4o and
 //! later families, cl100k for GPT-4 / GPT-3.5 / embeddings). Other families
-//! (Claude, Gemini, Llama, DeepSeek...) use o200k as a stated approximation.
+//! (Claude, Gemini, Llama, DeepSeek...) use o200k as a stated approximation,
+//! scaled for Claude (see `count.rs`).
 
 mod count;
 
 pub use count::{
-    count_text, encoding_for_model, estimate_request, Encoding, TokenEstimate,
+    count_text, encoding_for_model, estimate_request, scale_for_model, Encoding, TokenEstimate,
     DEFAULT_MAX_OUTPUT_TOKENS,
 };

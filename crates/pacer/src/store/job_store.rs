@@ -111,7 +111,7 @@ impl JobStore {
         // into lost or doubled output lines.
         self.conn
             .execute_batch(
-                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
+                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16384;",
             )
             .map_err(|e| self.err(e))
     }
@@ -265,19 +265,15 @@ impl JobStore {
         let mut buf = Vec::new();
         {
             let mut stmt = tx
-                .prepare(
-                    "SELECT result FROM requests WHERE written = 0 AND state >= 2 ORDER BY idx",
-                )
+                .prepare("SELECT line FROM output_queue ORDER BY idx")
                 .map_err(|e| sql(&path, e))?;
             let rows = stmt
-                .query_map([], |r| r.get::<_, Option<String>>(0))
+                .query_map([], |r| r.get::<_, String>(0))
                 .map_err(|e| sql(&path, e))?;
             for line in rows {
-                if let Some(line) = line.map_err(|e| sql(&path, e))? {
-                    buf.extend_from_slice(line.as_bytes());
-                    buf.push(b'\n');
-                    recovery.rewritten += 1;
-                }
+                buf.extend_from_slice(line.map_err(|e| sql(&path, e))?.as_bytes());
+                buf.push(b'\n');
+                recovery.rewritten += 1;
             }
         }
         if !buf.is_empty() {
@@ -285,11 +281,8 @@ impl JobStore {
             file.sync_data().map_err(io)?;
         }
         let new_len = recorded + buf.len() as u64;
-        tx.execute(
-            "UPDATE requests SET written = 1, result = NULL WHERE written = 0 AND state >= 2",
-            [],
-        )
-        .map_err(|e| sql(&path, e))?;
+        tx.execute("DELETE FROM output_queue", [])
+            .map_err(|e| sql(&path, e))?;
         recovery.requeued = tx
             .execute("UPDATE requests SET state = 0 WHERE state = 1", [])
             .map_err(|e| sql(&path, e))? as u64;

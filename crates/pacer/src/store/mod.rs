@@ -8,12 +8,14 @@
 //! - **WAL.** Readers (the scheduler paging through pending work, `pacer
 //!   status`) never block the writer. The pragma is read back and checked,
 //!   since SQLite silently keeps another mode where WAL is unavailable.
-//! - **The output file follows the store.** A finished request's output line
-//!   is committed to the store first, then appended to the output file and
-//!   synced, then marked written together with the file's new length. After a
-//!   crash, [`JobStore::recover`] cuts the file back to the last recorded
-//!   length (no partial or unrecorded line survives) and re-appends every
-//!   committed line not yet marked written. So the output holds every
+//! - **The output file follows the store.** A finished request's state is
+//!   committed together with its output line in a small queue table; the line
+//!   is then appended to the output file and synced, and removed from the
+//!   queue together with the file's new length. After a crash,
+//!   [`JobStore::recover`] cuts the file back to the last recorded length (no
+//!   partial or unrecorded line survives) and appends every line still
+//!   queued. (The queue keeps the requests table at its import size: results
+//!   stored in it and cleared later left its pages mostly empty.) So the output holds every
 //!   finished request exactly once, and nothing finished is ever sent again.
 //! - **At-least-once for in-flight work.** A request is marked in flight
 //!   (batched) when it is sent; one still in flight at a crash went out but its

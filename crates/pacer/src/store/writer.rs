@@ -186,8 +186,13 @@ impl WriterThread {
                     .map_err(|e| sql(&path, e))?;
                 let mut finish = tx
                     .prepare_cached(
-                        "UPDATE requests SET state = ?2, result = ?3, written = 0, last_error = ?4,
-                         prompt_tokens = ?5, completion_tokens = ?6, cost_usd = ?7 WHERE idx = ?1",
+                        "UPDATE requests SET state = ?2, last_error = ?3,
+                         prompt_tokens = ?4, completion_tokens = ?5, cost_usd = ?6 WHERE idx = ?1",
+                    )
+                    .map_err(|e| sql(&path, e))?;
+                let mut queue = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO output_queue (idx, line) VALUES (?1, ?2)",
                     )
                     .map_err(|e| sql(&path, e))?;
                 for cmd in batch.drain(..) {
@@ -206,15 +211,16 @@ impl WriterThread {
                             completion_tokens,
                             cost_usd,
                         } => {
-                            let r = finish.execute(params![
-                                idx,
-                                state as i64,
-                                line,
-                                error,
-                                prompt_tokens.map(|v| v as i64),
-                                completion_tokens.map(|v| v as i64),
-                                cost_usd
-                            ]);
+                            let r = finish
+                                .execute(params![
+                                    idx,
+                                    state as i64,
+                                    error,
+                                    prompt_tokens.map(|v| v as i64),
+                                    completion_tokens.map(|v| v as i64),
+                                    cost_usd
+                                ])
+                                .and_then(|_| queue.execute(params![idx, line]));
                             lines.push(line);
                             finished.push(Durable { idx, state });
                             r.map(|_| ())
@@ -250,7 +256,7 @@ impl WriterThread {
                 .map_err(|e| sql(&path, e))?;
             {
                 let mut written = tx
-                    .prepare_cached("UPDATE requests SET written = 1, result = NULL WHERE idx = ?1")
+                    .prepare_cached("DELETE FROM output_queue WHERE idx = ?1")
                     .map_err(|e| sql(&path, e))?;
                 for d in &finished {
                     written.execute([d.idx]).map_err(|e| sql(&path, e))?;
@@ -414,13 +420,14 @@ mod tests {
             .unwrap()
             .unwrap();
         // As if the writer died between its two commits.
-        store
-            .conn_mut()
-            .execute(
-                "UPDATE requests SET state = 2, result = 'line-1', written = 0 WHERE idx = 1",
-                [],
-            )
+        let conn = store.conn_mut();
+        conn.execute("UPDATE requests SET state = 2 WHERE idx = 1", [])
             .unwrap();
+        conn.execute(
+            "INSERT INTO output_queue (idx, line) VALUES (1, 'line-1')",
+            [],
+        )
+        .unwrap();
         let rec = store.recover(&out).unwrap();
         assert_eq!(rec.rewritten, 1);
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "line-1\n");

@@ -16,8 +16,6 @@ CREATE TABLE requests (
     est_prompt        INTEGER NOT NULL,
     est_output        INTEGER NOT NULL,
     last_error        TEXT,
-    result            TEXT,                  -- the output line, until it is in the output file
-    written           INTEGER NOT NULL DEFAULT 0,
     prompt_tokens     INTEGER,
     completion_tokens INTEGER,
     cost_usd          REAL
@@ -25,5 +23,13 @@ CREATE TABLE requests (
 
 -- The scheduler's order: priority, then input order, over pending work only.
 CREATE INDEX requests_pending ON requests (priority DESC, idx) WHERE state = 0;
--- Finished rows whose line is not yet in the output file (crash recovery).
-CREATE INDEX requests_unwritten ON requests (idx) WHERE written = 0 AND state >= 2;
+-- Counts by state, start-up recovery and the key check read by state.
+CREATE INDEX requests_state ON requests (state);
+
+-- Output lines committed but not yet appended to the output file: a small
+-- queue (rows are deleted once written), so that the requests table keeps
+-- its import size instead of holding each result until it is written.
+CREATE TABLE output_queue (
+    idx  INTEGER PRIMARY KEY,  -- the request
+    line TEXT    NOT NULL      -- its output line, without the newline
+);

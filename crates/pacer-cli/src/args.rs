@@ -55,6 +55,31 @@ fn positive_f64(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Where requests go and which key they carry.
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// API base URL (default: $OPENAI_BASE_URL, then https://api.openai.com/v1).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+}
+
+/// Rate limits (hard ceilings; learned from the provider when absent).
+#[derive(Debug, Clone, Args)]
+pub struct RateArgs {
+    /// Requests per minute.
+    #[arg(long, value_parser = positive_f64)]
+    pub rpm: Option<f64>,
+    /// Requests per second.
+    #[arg(long, value_parser = positive_f64)]
+    pub rps: Option<f64>,
+    /// Tokens per minute (prompt + max_tokens × n, as providers charge).
+    #[arg(long, value_parser = positive_f64)]
+    pub tpm: Option<f64>,
+}
+
 /// Options that shape requests from prompts and documents.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
@@ -88,25 +113,14 @@ pub struct RunArgs {
     /// Output JSONL (default: the input's name with .results.jsonl).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// API base URL (default: $OPENAI_BASE_URL, then https://api.openai.com/v1).
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// The environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
-    /// Requests per minute (a hard ceiling; learned from the provider when absent).
-    #[arg(long, value_parser = positive_f64)]
-    pub rpm: Option<f64>,
-    /// Requests per second.
-    #[arg(long, value_parser = positive_f64)]
-    pub rps: Option<f64>,
-    /// Tokens per minute (prompt + max_tokens × n, as providers charge).
-    #[arg(long, value_parser = positive_f64)]
-    pub tpm: Option<f64>,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    #[command(flatten)]
+    pub rates: RateArgs,
     /// Largest burst of requests under --rpm (default: one minute's worth).
     #[arg(long, value_parser = positive_f64)]
     pub burst: Option<f64>,
-    /// Requests in flight at once [default: 50].
+    /// Most requests in flight at once (default: sized from the pace and the latency, 50 while no rate is known).
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Retries per request before its last answer becomes its result.
@@ -169,12 +183,8 @@ pub struct EstimateArgs {
     /// A TOML price table overriding the built-in one.
     #[arg(long)]
     pub prices: Option<PathBuf>,
-    #[arg(long, value_parser = positive_f64)]
-    pub rpm: Option<f64>,
-    #[arg(long, value_parser = positive_f64)]
-    pub rps: Option<f64>,
-    #[arg(long, value_parser = positive_f64)]
-    pub tpm: Option<f64>,
+    #[command(flatten)]
+    pub rates: RateArgs,
     /// Print as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -196,12 +206,8 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
-    /// API base URL (default: $OPENAI_BASE_URL, then https://api.openai.com/v1).
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// The environment variable holding the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
     /// A model that should exist.
     #[arg(long)]
     pub model: Option<String>,

@@ -89,9 +89,9 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
     cfg.prices = prices(args.prices.as_deref())
         .map_err(|e| anyhow::Error::new(EngineError::Config(format!("{e:#}"))))?;
     cfg.limits = Limits {
-        rpm: args.rpm,
-        rps: args.rps,
-        tpm: args.tpm,
+        rpm: args.rates.rpm,
+        rps: args.rates.rps,
+        tpm: args.rates.tpm,
         burst: args.burst,
         concurrency: args.concurrency,
     };
@@ -114,7 +114,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
         key_env,
         key,
         base_url,
-    } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
+    } = endpoint(anthropic, &args.endpoint);
 
     // Rehearsal: no key and nowhere to send means the built-in simulator.
     let simulate = args.simulate || (key.is_none() && base_url.is_none());
@@ -174,7 +174,8 @@ struct Endpoint {
     base_url: Option<String>,
 }
 
-fn endpoint(anthropic: bool, api_key_env: &str, base_url: Option<String>) -> Endpoint {
+fn endpoint(anthropic: bool, args: &crate::args::EndpointArgs) -> Endpoint {
+    let api_key_env = args.api_key_env.as_str();
     let key_env = if anthropic && api_key_env == "OPENAI_API_KEY" {
         "ANTHROPIC_API_KEY"
     } else {
@@ -189,7 +190,10 @@ fn endpoint(anthropic: bool, api_key_env: &str, base_url: Option<String>) -> End
     } else {
         "OPENAI_BASE_URL"
     };
-    let base_url = base_url.or_else(|| std::env::var(base_env).ok().filter(|b| !b.is_empty()));
+    let base_url = args
+        .base_url
+        .clone()
+        .or_else(|| std::env::var(base_env).ok().filter(|b| !b.is_empty()));
     Endpoint {
         key_env,
         key,
@@ -212,7 +216,7 @@ pub async fn verify(args: crate::args::VerifyArgs) -> u8 {
         key_env,
         key,
         base_url,
-    } = endpoint(anthropic, &args.api_key_env, args.base_url.clone());
+    } = endpoint(anthropic, &args.endpoint);
     let Some(key) = key else {
         eprintln!("pacer: ${key_env} is not set; export the API key there (or name another variable with --api-key-env)");
         return exit::STOPPED;
@@ -451,9 +455,9 @@ pub fn estimate(args: EstimateArgs) -> u8 {
             }
         });
         let limits = EstimateLimits {
-            rpm: args.rpm,
-            rps: args.rps,
-            tpm: args.tpm,
+            rpm: args.rates.rpm,
+            rps: args.rates.rps,
+            tpm: args.rates.tpm,
         };
         let report = pacer::cost::estimate(specs, &table, &limits);
         if let Some(e) = first_error {

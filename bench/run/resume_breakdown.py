@@ -41,14 +41,14 @@ def main():
 
     timed("read + hash the input (sha256; pacer: blake3)", read_input, rows)
     con = sqlite3.connect(state, isolation_level=None)
-    con.execute("PRAGMA cache_size = -65536")
+    con.execute("PRAGMA cache_size = -16384")
     one = lambda q, *a: (lambda: con.execute(q, a).fetchall())
     timed("open: PRAGMA journal_mode=WAL; user_version", one("PRAGMA journal_mode = WAL"), rows)
     con.execute("BEGIN IMMEDIATE")
-    timed("recover: SELECT result WHERE written=0 AND state>=2",
-          lambda: len(con.execute("SELECT result FROM requests WHERE written = 0 AND state >= 2 ORDER BY idx").fetchall()), rows)
-    timed("recover: UPDATE written=1 WHERE written=0 AND state>=2",
-          lambda: con.execute("UPDATE requests SET written = 1, result = NULL WHERE written = 0 AND state >= 2").rowcount, rows)
+    timed("recover: SELECT line FROM output_queue",
+          lambda: len(con.execute("SELECT line FROM output_queue ORDER BY idx").fetchall()), rows)
+    timed("recover: DELETE FROM output_queue",
+          lambda: con.execute("DELETE FROM output_queue").rowcount, rows)
     timed("recover: UPDATE state=0 WHERE state=1 (requeue in-flight)",
           lambda: con.execute("UPDATE requests SET state = 0 WHERE state = 1").rowcount, rows)
     con.execute("ROLLBACK")

@@ -115,7 +115,7 @@ impl Slot {
     /// anchoring the limit to it would make the climb to the real limit
     /// linear and slow); the rest of that flight's 429s are ignored. Returns
     /// whether the pace changed.
-    fn on_rate_limited(&self, now: Instant, window: Duration) -> bool {
+    fn on_rate_limited(&self, now: Instant, window: Duration, hint_rate: Option<f64>) -> bool {
         if self.configured.is_some() {
             return false; // a ceiling; the pause gate and the headers do the rest
         }
@@ -139,8 +139,12 @@ impl Slot {
             Some(PaceSource::Headers) => return false,
             Some(_) => aimd.on_rate_limited(now),
             None => {
-                let goodput = aimd.goodput(now);
-                *aimd = Aimd::new((goodput * 0.5).max(1.0), min, max).with_window(window);
+                // What got through just before the first 429 is mostly the
+                // provider's burst, not its rate: a Retry-After of one
+                // request's wait (1/rate) is the better measure when given.
+                let goodput = aimd.goodput(now) * 0.5;
+                let initial = hint_rate.map_or(goodput, |h| h.min(goodput));
+                *aimd = Aimd::new(initial.max(1.0), min, max).with_window(window);
                 let rate = aimd.rate();
                 let limiter = Arc::new(RateLimiter::new(rate, rate.max(1.0)));
                 *self.learned.write().expect("pace lock") = Some((limiter, PaceSource::Learned));
@@ -364,9 +368,12 @@ impl Pacer {
         let latency = self.latency.lock().expect("latency lock").unwrap_or(0.0);
         let window = Duration::from_secs_f64((2.0 * latency).clamp(1.0, 10.0));
         let changed = match scope {
-            LimitScope::Tokens => self.tokens.on_rate_limited(now, window),
+            LimitScope::Tokens => self.tokens.on_rate_limited(now, window, None),
             LimitScope::Requests | LimitScope::Unknown => {
-                self.requests.on_rate_limited(now, window)
+                let hint_rate = after
+                    .filter(|a| !a.is_zero())
+                    .map(|a| 1.0 / a.as_secs_f64());
+                self.requests.on_rate_limited(now, window, hint_rate)
             }
         };
         if changed {
@@ -628,6 +635,18 @@ mod tests {
         let (_, changed) = pacer.on_rate_limited(later, LimitScope::Requests, None);
         assert!(!changed);
         assert_eq!(pacer.view().rpm, Some(rpm));
+        // A Retry-After of one request's wait is a better first measure
+        // than a burst's goodput: 100 ms → 10 a second.
+        let hinted = Pacer::new(&Limits::default());
+        for i in 0..100 {
+            hinted.on_success(
+                t0 + Duration::from_millis(i * 10),
+                Duration::from_millis(50),
+                10,
+            );
+        }
+        hinted.on_rate_limited(now, LimitScope::Requests, Some(Duration::from_millis(100)));
+        assert_eq!(hinted.view().rpm, Some(600.0));
         // A token 429 learns the token pace, not the request pace.
         pacer.on_rate_limited(now + Duration::from_secs(5), LimitScope::Tokens, None);
         assert!(pacer.view().tpm.is_some());

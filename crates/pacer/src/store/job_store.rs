@@ -343,7 +343,9 @@ impl JobStore {
     }
 
     /// The next page of pending requests in scheduler order (priority, then
-    /// input order), after `after`.
+    /// input order), after `after`. The partial index is named: left to
+    /// itself the planner may pick the index on `state` and sort every
+    /// pending row for each page, which makes a run quadratic.
     pub fn fetch_pending(
         &self,
         after: Option<PendingCursor>,
@@ -369,7 +371,7 @@ impl JobStore {
                 let mut stmt = self
                     .conn
                     .prepare_cached(&format!(
-                        "SELECT {COLS} FROM requests WHERE state = 0 ORDER BY priority DESC, idx LIMIT ?1"
+                        "SELECT {COLS} FROM requests INDEXED BY requests_pending WHERE state = 0 ORDER BY priority DESC, idx LIMIT ?1"
                     ))
                     .map_err(|e| self.err(e))?;
                 let rows = stmt
@@ -381,7 +383,7 @@ impl JobStore {
                 let mut stmt = self
                     .conn
                     .prepare_cached(&format!(
-                        "SELECT {COLS} FROM requests WHERE state = 0 AND (priority < ?1 OR (priority = ?1 AND idx > ?2))
+                        "SELECT {COLS} FROM requests INDEXED BY requests_pending WHERE state = 0 AND (priority < ?1 OR (priority = ?1 AND idx > ?2))
                          ORDER BY priority DESC, idx LIMIT ?3"
                     ))
                     .map_err(|e| self.err(e))?;

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, Instant};
 
 use super::config::{Limits, DEFAULT_CONCURRENCY};
@@ -209,6 +209,8 @@ pub struct Pacer {
     per_second: Option<RateLimiter>,
     gate: PauseGate,
     circuit: Mutex<CircuitBreaker>,
+    /// Wakes admission when a probe closes the circuit.
+    circuit_closed: Notify,
     /// Request rate (a second) that got through before the circuit opened.
     rate_before_outage: Mutex<Option<f64>>,
     recovery: RwLock<Option<Recovery>>,
@@ -237,6 +239,7 @@ impl Pacer {
             per_second: limits.rps.map(|rps| RateLimiter::new(rps, rps.max(1.0))),
             gate: PauseGate::new(),
             circuit: Mutex::new(CircuitBreaker::default()),
+            circuit_closed: Notify::new(),
             rate_before_outage: Mutex::new(None),
             recovery: RwLock::new(None),
             semaphore: Arc::new(Semaphore::new(initial)),
@@ -270,6 +273,10 @@ impl Pacer {
     /// then each limit. Cancel-safe: nothing is charged until a limit admits.
     pub async fn admit(&self, tokens: u64) {
         loop {
+            // Registered before the check, so a close in between is not missed.
+            let closed = self.circuit_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
             let checked = self
                 .circuit
                 .lock()
@@ -277,7 +284,13 @@ impl Pacer {
                 .check(Instant::now());
             match checked {
                 Ok(_) => break,
-                Err(NotUntil { at }) => sleep_until(at).await,
+                // The probe's success wakes us at once, not at the next probe time.
+                Err(NotUntil { at }) => {
+                    tokio::select! {
+                        _ = sleep_until(at) => {}
+                        _ = closed => {}
+                    }
+                }
             }
         }
         self.gate.wait().await;
@@ -349,6 +362,7 @@ impl Pacer {
         circuit.on_success(now);
         drop(circuit);
         if was_open {
+            self.circuit_closed.notify_waiters();
             self.start_recovery(now);
         }
         was_open
@@ -667,8 +681,22 @@ mod tests {
         // Only a probe goes, after the first interval.
         pacer.admit(0).await;
         assert_eq!(Instant::now() - t0, Duration::from_secs(1));
-        // The probe succeeds: closed, and restarted at half the pace.
+        // While the circuit is open, admission waits for the next probe time...
+        let t1 = Instant::now();
+        pacer.on_outage(t1); // the probe failed: next one 2 s later
+        let pacer = Arc::new(pacer);
+        let waiter = {
+            let p = pacer.clone();
+            tokio::spawn(async move {
+                p.admit(0).await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // ...but a probe's success (say, one already in flight) closes the
+        // circuit and wakes it at once; the pace restarts at half.
         assert!(pacer.on_provider_up(Instant::now()));
+        assert_eq!(waiter.await.unwrap() - t1, Duration::from_millis(300));
         assert!(!pacer.circuit_open());
         let r = pacer
             .recovery

@@ -80,15 +80,35 @@ pub fn scale_for_model(model: &str, n: u64) -> u64 {
     }
 }
 
+/// Longest run without whitespace given to the tokenizer at once. Such a
+/// run is one pre-token for tiktoken: its regex recurses per character and
+/// overflows its stack near a million (a base64 blob), and byte-pair merging
+/// is quadratic in it. Longer runs are counted in pieces, which can change
+/// the count by a token or so per cut.
+const MAX_RUN_BYTES: usize = 2048;
+
 /// Tokens in `text` under `model`'s encoding (or its stated approximation).
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    scale_for_model(
-        model,
-        bpe(encoding_for_model(model)).encode_ordinary(text).len() as u64,
-    )
+    let bpe = bpe(encoding_for_model(model));
+    if text.len() > MAX_RUN_BYTES {
+        let mut n = 0u64;
+        let (mut start, mut run_start) = (0usize, 0usize);
+        for (i, c) in text.char_indices() {
+            if c.is_whitespace() {
+                run_start = i + c.len_utf8();
+            } else if i + c.len_utf8() - run_start > MAX_RUN_BYTES {
+                n += bpe.encode_ordinary(&text[start..i]).len() as u64;
+                start = i;
+                run_start = i;
+            }
+        }
+        n += bpe.encode_ordinary(&text[start..]).len() as u64;
+        return scale_for_model(model, n);
+    }
+    scale_for_model(model, bpe.encode_ordinary(text).len() as u64)
 }
 
 /// A request's token charge, as a provider computes it at admission.
@@ -146,7 +166,7 @@ pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
         };
     }
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
-        let mut prompt = TOKENS_REPLY_PRIMING;
+        let mut prompt = TOKENS_REPLY_PRIMING + count_tools(model, body);
         for msg in messages {
             prompt += TOKENS_PER_MESSAGE;
             if let Some(role) = msg.get("role").and_then(Value::as_str) {
@@ -168,6 +188,60 @@ pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
         prompt,
         max_output: max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS) * n,
     }
+}
+
+/// Function definitions (`tools`, or the older `functions`) as OpenAI counts
+/// them: the formula of OpenAI's cookbook ("How to count tokens with
+/// tiktoken"), which matches the API's reported usage on its examples.
+fn count_tools(model: &str, body: &Value) -> u64 {
+    let functions: Vec<&Value> = match (body.get("tools"), body.get("functions")) {
+        (Some(Value::Array(tools)), _) => tools.iter().filter_map(|t| t.get("function")).collect(),
+        (_, Some(Value::Array(functions))) => functions.iter().collect(),
+        _ => return 0,
+    };
+    if functions.is_empty() {
+        return 0;
+    }
+    let func_init: i64 = if encoding_for_model(model) == Encoding::O200k {
+        7
+    } else {
+        10
+    };
+    let (prop_init, prop_key, enum_init, enum_item, func_end) = (3i64, 3i64, -3i64, 3i64, 12i64);
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    let trim_dot = |s: String| s.strip_suffix('.').map(str::to_owned).unwrap_or(s);
+    let mut total: i64 = 0;
+    for f in functions {
+        total += func_init;
+        let name = text(f.get("name"));
+        let desc = trim_dot(text(f.get("description")));
+        total += count_text(model, &format!("{name}:{desc}")) as i64;
+        let props = f
+            .get("parameters")
+            .and_then(|p| p.get("properties"))
+            .and_then(Value::as_object);
+        if let Some(props) = props.filter(|p| !p.is_empty()) {
+            total += prop_init;
+            for (key, prop) in props {
+                total += prop_key;
+                if let Some(items) = prop.get("enum").and_then(Value::as_array) {
+                    total += enum_init;
+                    for item in items {
+                        total += enum_item;
+                        let item = item
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| item.to_string());
+                        total += count_text(model, &item) as i64;
+                    }
+                }
+                let ty = text(prop.get("type"));
+                let desc = trim_dot(text(prop.get("description")));
+                total += count_text(model, &format!("{key}:{ty}:{desc}")) as i64;
+            }
+        }
+    }
+    (total + func_end).max(0) as u64
 }
 
 /// `input`/`prompt` fields: a string, an array of strings, or token arrays.
@@ -254,6 +328,50 @@ mod tests {
             (gpt as f64 * 1.14).ceil() as u64
         );
         assert_eq!(count_text("gemini-2.5-flash", text), gpt);
+    }
+
+    #[test]
+    fn tool_definitions_count_as_openai_reports_them() {
+        // OpenAI's cookbook example, whose real API usage was 101 (gpt-4o,
+        // gpt-4o-mini) and 105 (gpt-4, gpt-3.5-turbo) prompt tokens.
+        let tools = json!([{"type": "function", "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {"type": "object", "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "unit": {"type": "string", "description": "The unit of temperature to return", "enum": ["celsius", "fahrenheit"]}},
+                "required": ["location"]}}}]);
+        let messages = json!([
+            {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+            {"role": "user", "content": "What's the weather like in San Francisco?"}]);
+        for (model, expected) in [
+            ("gpt-4o", 101),
+            ("gpt-4o-mini", 101),
+            ("gpt-4", 105),
+            ("gpt-3.5-turbo", 105),
+        ] {
+            let body = json!({"model": model, "messages": messages, "tools": tools});
+            assert_eq!(
+                estimate_request("/v1/chat/completions", &body).prompt,
+                expected,
+                "{model}"
+            );
+        }
+    }
+
+    #[test]
+    fn very_long_runs_without_spaces_are_counted_not_crashed_on() {
+        // tiktoken's regex overflows its stack on ~1M characters with no
+        // whitespace (a base64 blob); pacer counts such text in pieces.
+        let blob: String = (0..1_200_000)
+            .map(|i| (b'a' + (i * 7 % 10) as u8) as char)
+            .collect();
+        let n = count_text("gpt-4o", &blob);
+        assert!(n > 100_000, "{n}");
+        // Ordinary long text is counted exactly as a whole.
+        let prose = "The totals were checked twice and found to agree. ".repeat(2000);
+        let whole = bpe(Encoding::O200k).encode_ordinary(&prose).len() as u64;
+        assert_eq!(count_text("gpt-4o", &prose), whole);
     }
 
     #[test]

@@ -6,13 +6,29 @@ use super::text::expected_embedding;
 use super::{Endpoint, Reply};
 
 /// Models listed by `GET /v1/models`.
-const MODELS: [&str; 6] = [
+/// The models listed by `GET /v1/models` (every model is served; these are
+/// the names a key check expects to find).
+const MODELS: &[&str] = &[
     "gpt-4o-mini",
     "gpt-4o",
+    "gpt-4.1",
+    "gpt-4.1-mini",
     "gpt-4.1-nano",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "o3",
+    "o4-mini",
+    "gpt-4",
+    "gpt-4-turbo",
+    "gpt-3.5-turbo",
     "text-embedding-3-small",
+    "text-embedding-3-large",
     "claude-3-5-haiku-latest",
     "claude-sonnet-4-0",
+    "claude-sonnet-4-5",
+    "claude-opus-4-1",
+    "claude-haiku-4-5",
 ];
 
 /// The `GET /v1/models` list.

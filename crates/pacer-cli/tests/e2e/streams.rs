@@ -71,3 +71,48 @@ async fn a_stalled_stream_hits_the_idle_timeout_and_is_never_a_success() {
     let sent = env.chats();
     assert!((6..=20).contains(&sent), "sent {sent}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_streams_are_reassembled_too() {
+    let env = Env::new(MockConfig {
+        stream_cut_rate: 0.2,
+        seed: Some(9),
+        ..MockConfig::default()
+    })
+    .await;
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("a{i}"), "method": "POST", "url": "/v1/messages", "body": {
+                "model": "claude-haiku-4-5", "max_tokens": 60,
+                "messages": [{"role": "user", "content": format!("Summarise page {i}.")}]}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(env.path("claude.jsonl"), lines.join("\n") + "\n").unwrap();
+    let out = env
+        .run(&[
+            "run",
+            "claude.jsonl",
+            "--json",
+            "--stream",
+            "--max-retries",
+            "20",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let input = read_input(&env.path("claude.jsonl"));
+    let results = read_results(&env.path("claude.results.jsonl"));
+    for (id, req) in &input {
+        let body = &results[id]["response"]["body"];
+        assert_eq!(body["type"], "message", "{body}");
+        assert_eq!(
+            body["content"][0]["text"],
+            pacer_mock::expected_reply("/v1/messages", &req["body"]).as_str()
+        );
+        assert!(
+            body["usage"]["output_tokens"].as_u64().unwrap() > 0,
+            "{body}"
+        );
+    }
+    assert!(env.stats().stream_cuts > 0);
+}

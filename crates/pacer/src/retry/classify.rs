@@ -123,6 +123,19 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now_wall: SystemT
         429 if error.is("insufficient_quota") => {
             return Verdict::Stop(StopReason::InsufficientQuota)
         }
+        // Billing stops that some providers send as other client errors:
+        // OpenAI's hard billing limit, Anthropic's "credit balance is too
+        // low" (a 400). No retry and no other request can succeed.
+        400..=499
+            if error.is("insufficient_quota")
+                || error.is("billing_hard_limit_reached")
+                || error.is("billing_not_active")
+                || error.message.as_deref().is_some_and(|m| {
+                    m.to_ascii_lowercase().contains("credit balance is too low")
+                }) =>
+        {
+            return Verdict::Stop(StopReason::InsufficientQuota)
+        }
         _ => {}
     }
     let after = || {
@@ -305,6 +318,24 @@ mod tests {
             Verdict::Stop(StopReason::Unauthorized { status: 401 })
         );
         assert_eq!(verdict(403, ""), Verdict::Stop(StopReason::Forbidden));
+    }
+
+    #[test]
+    fn billing_stops_sent_as_other_client_errors_stop_too() {
+        let now = SystemTime::now();
+        let anthropic = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#;
+        assert_eq!(
+            classify(400, &HeaderMap::new(), anthropic, now),
+            Verdict::Stop(StopReason::InsufficientQuota)
+        );
+        let openai = br#"{"error":{"message":"Billing hard limit has been reached","type":"invalid_request_error","code":"billing_hard_limit_reached"}}"#;
+        assert_eq!(
+            classify(400, &HeaderMap::new(), openai, now),
+            Verdict::Stop(StopReason::InsufficientQuota)
+        );
+        // An ordinary bad request stays failed for good.
+        let bad = br#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","code":null}}"#;
+        assert_eq!(classify(400, &HeaderMap::new(), bad, now), Verdict::Fail);
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub fn print_summary(s: &Summary) {
          this run: {} finished, {} sent, {} answered 429, {} retries, {} re-sent after crashes (all runs)\n\
          latency: p50 {}, p95 {}, p99 {}\n\
          tokens: {} prompt, {} completion; cost {}\n\
-         wall time: {:.1} s",
+         wall time: {:.1} s{}",
         s.total,
         s.succeeded,
         s.failed,
@@ -181,6 +181,31 @@ pub fn print_summary(s: &Summary) {
         s.prompt_tokens,
         s.completion_tokens,
         cost,
-        s.wall_s
+        s.wall_s,
+        by_model(s)
     );
+}
+
+/// One line per model when the job used more than one, or any unpriced one.
+fn by_model(s: &Summary) -> String {
+    if s.by_model.len() < 2 && s.by_model.iter().all(|m| m.cost_usd.is_some()) {
+        return String::new();
+    }
+    let mut out = String::from("\nby model:");
+    for m in &s.by_model {
+        let cost = m
+            .cost_usd
+            .map(pacer::cost::format_usd)
+            .unwrap_or_else(|| "unknown (no price; see --prices)".into());
+        let name = if m.model.is_empty() {
+            "(none)"
+        } else {
+            &m.model
+        };
+        out.push_str(&format!(
+            "\n  {name}: {} requests, {} prompt + {} completion tokens, {cost}",
+            m.requests, m.prompt_tokens, m.completion_tokens
+        ));
+    }
+    out
 }

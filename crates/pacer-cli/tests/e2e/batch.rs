@@ -22,6 +22,9 @@ async fn every_result_belongs_to_its_own_request_exactly_once() {
     let s = summary(&out);
     assert_eq!(s["succeeded"], 300);
     assert_eq!(s["exit_code"], 0);
+    assert_eq!(s["by_model"][0]["model"], "gpt-4o-mini", "{s}");
+    assert_eq!(s["by_model"][0]["requests"], 300, "{s}");
+    assert!(s["by_model"][0]["cost_usd"].as_f64().unwrap() > 0.0, "{s}");
     assert_eq!(env.stats().duplicate_requests, 0, "nothing was sent twice");
     // Rerunning a finished job sends nothing.
     let again = env.run(&["run", "jobs.jsonl", "--json"]).await;

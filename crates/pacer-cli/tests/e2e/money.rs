@@ -59,7 +59,14 @@ async fn an_unknown_model_costs_unknown_never_zero() {
     std::fs::write(env.path("jobs.jsonl"), format!("{line}\n")).unwrap();
     let out = env.run(&["run", "jobs.jsonl", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(summary(&out)["cost_unknown"], true);
+    let s = summary(&out);
+    assert_eq!(s["cost_unknown"], true);
+    assert_eq!(s["by_model"][0]["model"], "my-private-model", "{s}");
+    assert!(
+        s["by_model"][0]["cost_usd"].is_null(),
+        "unknown, not $0: {s}"
+    );
+    assert!(stderr(&out).contains("unknown"), "{}", stderr(&out));
     // And a budget cannot be kept for it: refused before anything is sent.
     let out = env
         .run(&["run", "jobs.jsonl", "--restart", "--max-cost", "1"])

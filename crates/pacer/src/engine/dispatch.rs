@@ -192,7 +192,10 @@ pub async fn run(
     closed?;
 
     let mut summary = emitter.summary();
-    let final_counts = JobStore::open(&cfg.state)?.counts()?;
+    let final_store = JobStore::open(&cfg.state)?;
+    let final_counts = final_store.counts()?;
+    summary.by_model = final_store.spend_by_model()?;
+    summary.cost_unknown |= summary.by_model.iter().any(|m| m.cost_usd.is_none());
     summary.total = final_counts.total;
     summary.succeeded = final_counts.done;
     summary.failed = final_counts.failed;

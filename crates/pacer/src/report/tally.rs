@@ -90,6 +90,8 @@ pub struct Summary {
     pub pace_tpm: Option<f64>,
     /// Where that pace came from.
     pub pace_source: Option<PaceSource>,
+    /// Spend per model over every run (filled in from the store at the end).
+    pub by_model: Vec<crate::cost::ModelSpend>,
 }
 
 impl Tally {
@@ -264,6 +266,7 @@ impl Tally {
             pace_rpm: self.pace.and_then(|p| p.0),
             pace_tpm: self.pace.and_then(|p| p.1),
             pace_source: self.pace.map(|p| p.2),
+            by_model: Vec::new(),
         }
     }
 }

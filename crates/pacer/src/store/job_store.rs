@@ -435,3 +435,37 @@ impl JobStore {
             .map_err(|e| self.err(e))
     }
 }
+
+impl JobStore {
+    /// Spend of the job's succeeded requests per model, over every run. A
+    /// model with any request of unknown cost has `cost_usd: None`.
+    pub fn spend_by_model(&self) -> Result<Vec<crate::cost::ModelSpend>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT COALESCE(model, ''), COUNT(*), COALESCE(SUM(prompt_tokens), 0),
+                        COALESCE(SUM(completion_tokens), 0), SUM(cost_usd), COUNT(cost_usd)
+                 FROM requests WHERE state = 2 GROUP BY model ORDER BY model",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let requests = r.get::<_, i64>(1)?;
+                let priced = r.get::<_, i64>(5)?;
+                Ok(crate::cost::ModelSpend {
+                    model: r.get(0)?,
+                    requests: requests as u64,
+                    prompt_tokens: r.get::<_, i64>(2)? as u64,
+                    cached_tokens: 0,
+                    completion_tokens: r.get::<_, i64>(3)? as u64,
+                    cost_usd: if priced == requests {
+                        r.get::<_, Option<f64>>(4)?
+                    } else {
+                        None
+                    },
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}

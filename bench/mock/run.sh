@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput of the simulated provider with limits off and zero latency.
 # Needs wrk (Debian: apt-get install -y wrk) and curl. Usage: bench/mock/run.sh [DURATION] [CONNECTIONS]
-# Results are recorded in docs/mock-benchmark.md.
+# Results are recorded in docs/BENCHMARKS.md (issue 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-15s}

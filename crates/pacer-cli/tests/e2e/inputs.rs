@@ -235,3 +235,84 @@ async fn anthropic_messages_end_to_end() {
     let s = summary(&out);
     assert!(s["cost_usd"].as_f64().unwrap() > 0.0, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_appended_between_runs_join_the_job_and_priority_still_rules() {
+    let env = Env::new(MockConfig::default()).await;
+    // A first provider that runs out of quota after 5 requests.
+    let quota = pacer_mock::MockServer::start(MockConfig {
+        quota: Some(5),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let lines: Vec<String> = (0..20)
+        .map(|i| prompt_line(&format!("p{i:02}"), &format!("Item {i}."), 0))
+        .collect();
+    std::fs::write(env.path("prompts.jsonl"), lines.join("\n") + "\n").unwrap();
+    let args = [
+        "run",
+        "prompts.jsonl",
+        "--model",
+        "gpt-4o-mini",
+        "--max-tokens",
+        "10",
+        "--concurrency",
+        "1",
+        "--json",
+    ];
+    let out = env
+        .run_with(&args, |c| {
+            c.env("OPENAI_BASE_URL", quota.base_url());
+        })
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(summary(&out)["succeeded"], 5);
+
+    // New work arrives: appended lines, one of them urgent.
+    let mut text = std::fs::read_to_string(env.path("prompts.jsonl")).unwrap();
+    text.push_str(&(prompt_line("p20", "Item 20.", 0) + "\n"));
+    text.push_str(&(prompt_line("urgent", "Urgent item.", 9) + "\n"));
+    // A duplicate of an id already run is refused, naming the line; nothing is sent.
+    std::fs::write(
+        env.path("prompts.jsonl"),
+        format!("{text}{}\n", prompt_line("p03", "again", 0)),
+    )
+    .unwrap();
+    let out = env.run(&args).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("prompts.jsonl:23") && stderr(&out).contains("p03"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.chats(), 0);
+
+    std::fs::write(env.path("prompts.jsonl"), &text).unwrap();
+    let out = env.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let seen: Vec<String> = env
+        .mock
+        .log()
+        .into_iter()
+        .filter_map(|e| e.client_request_id)
+        .collect();
+    assert_eq!(seen.first().map(String::as_str), Some("urgent"), "{seen:?}");
+    assert_eq!(
+        seen.len(),
+        17,
+        "the 15 left and the 2 new, nothing twice: {seen:?}"
+    );
+    let results = read_results(&env.path("prompts.results.jsonl"));
+    assert_eq!(results.len(), 22);
+
+    // Changing a line already run is still refused.
+    std::fs::write(
+        env.path("prompts.jsonl"),
+        text.replacen("Item 0.", "Item zero.", 1),
+    )
+    .unwrap();
+    let out = env.run(&args).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed"), "{}", stderr(&out));
+}

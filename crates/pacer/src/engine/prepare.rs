@@ -55,11 +55,27 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
     let mut store = JobStore::open(&cfg.state)?;
     let fingerprint = source.fingerprint()?;
     if store.is_imported()? {
-        if store.meta("fingerprint")?.as_deref() != Some(fingerprint.as_str()) {
-            return Err(EngineError::InputChanged {
-                input: cfg.input.clone(),
-                state: cfg.state.clone(),
-            });
+        let recorded = store.meta("fingerprint")?;
+        if recorded.as_deref() != Some(fingerprint.as_str()) {
+            // Lines appended to a JSONL input join the job (validated whole
+            // before anything is sent, like the first import); any other
+            // change is refused.
+            let old_len = store.input_len()?;
+            let grown = match source.fingerprint_prefix(old_len)? {
+                Some((prefix, lines)) if recorded.as_deref() == Some(prefix.as_str()) => {
+                    Some(lines)
+                }
+                _ => None,
+            };
+            let Some(lines_before) = grown else {
+                return Err(EngineError::InputChanged {
+                    input: cfg.input.clone(),
+                    state: cfg.state.clone(),
+                });
+            };
+            let known = store.custom_ids()?;
+            let appended = source.requests_after(old_len, lines_before, known)?;
+            store.append(&fingerprint, source.len()?, appended)??;
         }
     } else {
         let output_has_data = std::fs::metadata(&cfg.output)
@@ -75,7 +91,7 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
                 state: cfg.state.clone(),
             });
         }
-        let imported = store.import(&fingerprint, source.requests()?)?;
+        let imported = store.import(&fingerprint, source.len()?, source.requests()?)?;
         if let Err(e) = imported {
             drop(store);
             if !existed {

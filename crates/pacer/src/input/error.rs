@@ -42,6 +42,8 @@ pub enum FirstSeen {
     Line(u64),
     /// The n-th request of a folder input.
     Request(u64),
+    /// A request already in the job's state (the input grew since).
+    EarlierRun,
 }
 
 impl fmt::Display for FirstSeen {
@@ -49,6 +51,7 @@ impl fmt::Display for FirstSeen {
         match self {
             FirstSeen::Line(n) => write!(f, "line {n}"),
             FirstSeen::Request(n) => write!(f, "request {n}"),
+            FirstSeen::EarlierRun => write!(f, "in the part of the input already run"),
         }
     }
 }

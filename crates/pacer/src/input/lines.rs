@@ -29,6 +29,22 @@ impl JsonlLines {
         })
     }
 
+    /// Opens `path` at byte `offset`, which follows `lines_before` lines.
+    pub(crate) fn open_at(
+        path: &Path,
+        offset: u64,
+        lines_before: u64,
+    ) -> Result<JsonlLines, InputError> {
+        use std::io::{Seek, SeekFrom};
+        let mut lines = JsonlLines::open(path)?;
+        lines
+            .reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| InputError::io(path, e))?;
+        lines.line = lines_before;
+        Ok(lines)
+    }
+
     /// The file's name as the user gave it, for messages.
     pub(crate) fn name(&self) -> &str {
         &self.name

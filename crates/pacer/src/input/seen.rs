@@ -13,6 +13,15 @@ pub(crate) struct SeenIds {
 }
 
 impl SeenIds {
+    /// Ids already in the job, recorded at "line 0" (an earlier run).
+    pub(crate) fn with_known(ids: impl IntoIterator<Item = String>) -> SeenIds {
+        let mut seen = SeenIds::default();
+        for id in ids {
+            seen.first_seen(&id, 0);
+        }
+        seen
+    }
+
     /// Records `id` as seen at `at`; returns where it was first seen if it is a duplicate.
     pub(crate) fn first_seen(&mut self, id: &str, at: u64) -> Option<u64> {
         let hash = blake3::hash(id.as_bytes());

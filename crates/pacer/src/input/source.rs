@@ -139,6 +139,82 @@ impl Source {
         Ok(hasher.finalize().to_hex().to_string())
     }
 
+    /// The input's length in bytes (JSONL kinds; 0 for folders), recorded
+    /// with the fingerprint so that a later run can tell an appended input
+    /// from a changed one.
+    pub fn len(&self) -> Result<u64, InputError> {
+        match self.kind {
+            InputKind::Folder => Ok(0),
+            _ => Ok(std::fs::metadata(&self.path)
+                .map_err(|e| InputError::io(&self.path, e))?
+                .len()),
+        }
+    }
+
+    /// Whether the input is empty (never: opening refuses an empty input).
+    pub fn is_empty(&self) -> Result<bool, InputError> {
+        Ok(self.len()? == 0 && self.kind != InputKind::Folder)
+    }
+
+    /// The fingerprint the input had when it was `len` bytes long, and how
+    /// many lines those bytes hold, if the file still starts with them and
+    /// they end with a whole line: that is, if lines were only appended.
+    /// `None` for folders and for files that are not longer.
+    pub fn fingerprint_prefix(&self, len: u64) -> Result<Option<(String, u64)>, InputError> {
+        if self.kind == InputKind::Folder || self.len()? <= len || len == 0 {
+            return Ok(None);
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"pacer input v1\0");
+        if self.kind == InputKind::BatchJsonl {
+            hasher.update(b"batch\0");
+        } else {
+            hasher.update(b"prompt\0");
+            self.hash_options(&mut hasher);
+        }
+        let mut file = File::open(&self.path).map_err(|e| InputError::io(&self.path, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut left, mut lines, mut last) = (len, 0u64, 0u8);
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(InputError::io(&self.path, e)),
+            };
+            hasher.update(&buf[..n]);
+            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            last = buf[n - 1];
+            left -= n as u64;
+        }
+        if last != b'\n' {
+            return Ok(None); // the old last line was completed or changed
+        }
+        Ok(Some((hasher.finalize().to_hex().to_string(), lines)))
+    }
+
+    /// Streams the requests after byte `offset` (which follows `lines_before`
+    /// lines), refusing ids among `known` (the job's requests so far) as
+    /// duplicates. For JSONL inputs that grew; folders have no such part.
+    pub fn requests_after(
+        &self,
+        offset: u64,
+        lines_before: u64,
+        known: impl IntoIterator<Item = String>,
+    ) -> Result<Requests<'_>, InputError> {
+        let prompts = (self.kind == InputKind::PromptJsonl)
+            .then(|| PromptRequests::new(&self.opts, &self.model));
+        let lines = JsonlLines::open_at(&self.path, offset, lines_before)?;
+        Ok(Box::new(JsonlRequests {
+            name: lines.name().to_owned(),
+            lines,
+            prompts,
+            seen: SeenIds::with_known(known),
+            finished: false,
+        }))
+    }
+
     fn hash_options(&self, hasher: &mut blake3::Hasher) {
         let o = &self.opts;
         field(hasher, self.model.as_bytes());
@@ -289,7 +365,11 @@ impl JsonlRequests {
                 place: Place::line(name, line),
                 field,
                 id: spec.custom_id,
-                first: FirstSeen::Line(first),
+                first: if first == 0 {
+                    FirstSeen::EarlierRun
+                } else {
+                    FirstSeen::Line(first)
+                },
             });
         }
         Ok(Some(spec))
@@ -352,6 +432,34 @@ mod tests {
             model: Some("gpt-4o-mini".into()),
             ..SourceOptions::default()
         }
+    }
+
+    #[test]
+    fn an_appended_input_keeps_its_old_fingerprint_as_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\"}\n",
+        )
+        .unwrap();
+        let opts = SourceOptions {
+            model: Some("gpt-4o-mini".into()),
+            ..SourceOptions::default()
+        };
+        let before = Source::open(&path, &opts).unwrap();
+        let (fp, len) = (before.fingerprint().unwrap(), before.len().unwrap());
+        std::fs::write(&path, "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"b\",\"prompt\":\"y\"}\n{\"id\":\"c\",\"prompt\":\"z\"}\n").unwrap();
+        let after = Source::open(&path, &opts).unwrap();
+        assert_ne!(after.fingerprint().unwrap(), fp);
+        assert_eq!(after.fingerprint_prefix(len).unwrap(), Some((fp, 2)));
+        let new: Vec<_> = after
+            .requests_after(len, 2, vec!["a".to_string()])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(new.len(), 1);
+        assert_eq!((new[0].custom_id.as_str(), new[0].line), ("c", 3));
     }
 
     #[test]

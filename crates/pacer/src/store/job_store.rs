@@ -172,12 +172,61 @@ impl JobStore {
     pub fn import<E>(
         &mut self,
         fingerprint: &str,
+        input_len: u64,
+        requests: impl Iterator<Item = Result<RequestSpec, E>>,
+    ) -> Result<Result<u64, E>, StoreError> {
+        let meta = [("imported", "1"), ("output_len", "0"), ("resent", "0")];
+        self.insert_requests(fingerprint, input_len, &meta, requests)
+    }
+
+    /// Adds the requests of an input that grew (lines appended since the
+    /// job was made), after the existing ones, in one transaction; the first
+    /// input error rolls it back as `Ok(Err(e))`.
+    pub fn append<E>(
+        &mut self,
+        fingerprint: &str,
+        input_len: u64,
+        requests: impl Iterator<Item = Result<RequestSpec, E>>,
+    ) -> Result<Result<u64, E>, StoreError> {
+        self.insert_requests(fingerprint, input_len, &[], requests)
+    }
+
+    /// The input's length when the job last took it in (0 if unknown).
+    pub fn input_len(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .meta("input_len")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Every request's `custom_id` (to refuse duplicates among appended lines).
+    pub fn custom_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT custom_id FROM requests")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    fn insert_requests<E>(
+        &mut self,
+        fingerprint: &str,
+        input_len: u64,
+        meta: &[(&str, &str)],
         requests: impl Iterator<Item = Result<RequestSpec, E>>,
     ) -> Result<Result<u64, E>, StoreError> {
         let path = self.path.clone();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
+        let first: i64 = tx
+            .query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM requests", [], |r| {
+                r.get(0)
+            })
             .map_err(|e| sql(&path, e))?;
         let mut n = 0u64;
         {
@@ -194,7 +243,7 @@ impl JobStore {
                 };
                 insert
                     .execute(params![
-                        n as i64,
+                        first + n as i64,
                         spec.custom_id,
                         spec.priority,
                         spec.url,
@@ -207,12 +256,12 @@ impl JobStore {
                 n += 1;
             }
         }
-        for (k, v) in [
+        let input_len = input_len.to_string();
+        let common = [
             ("fingerprint", fingerprint),
-            ("imported", "1"),
-            ("output_len", "0"),
-            ("resent", "0"),
-        ] {
+            ("input_len", input_len.as_str()),
+        ];
+        for (k, v) in common.iter().chain(meta.iter()) {
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                 [k, v],

@@ -326,6 +326,7 @@ mod tests {
         let n = store
             .import(
                 "fp",
+                0,
                 (0..10).map(|i| spec(i, if i % 3 == 0 { 5 } else { 0 })),
             )
             .unwrap()
@@ -357,7 +358,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = JobStore::open(&dir.path().join("s.db")).unwrap();
         store
-            .import("fp", (0..100).map(|i| spec(i, 0)))
+            .import("fp", 0, (0..100).map(|i| spec(i, 0)))
             .unwrap()
             .unwrap();
         store.conn_mut().execute_batch("ANALYZE").unwrap();
@@ -397,7 +398,7 @@ mod tests {
                 Ok(spec(i, 0).unwrap())
             }
         });
-        assert_eq!(store.import("fp", items).unwrap(), Err("bad line 4"));
+        assert_eq!(store.import("fp", 0, items).unwrap(), Err("bad line 4"));
         assert!(!store.is_imported().unwrap());
         assert_eq!(store.counts().unwrap().total, 0);
     }
@@ -409,7 +410,7 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let mut store = JobStore::open(&db).unwrap();
         store
-            .import("fp", (0..4).map(|i| spec(i, 0)))
+            .import("fp", 0, (0..4).map(|i| spec(i, 0)))
             .unwrap()
             .unwrap();
         store.recover(&out).unwrap();
@@ -450,7 +451,7 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let mut store = JobStore::open(&db).unwrap();
         store
-            .import("fp", (0..2).map(|i| spec(i, 0)))
+            .import("fp", 0, (0..2).map(|i| spec(i, 0)))
             .unwrap()
             .unwrap();
         // As if the writer died between its two commits.
@@ -478,7 +479,7 @@ mod tests {
         let out = dir.path().join("out.jsonl");
         let mut store = JobStore::open(&db).unwrap();
         store
-            .import("fp", (0..1).map(|i| spec(i, 0)))
+            .import("fp", 0, (0..1).map(|i| spec(i, 0)))
             .unwrap()
             .unwrap();
         store.set_meta("output_len", "100").unwrap();

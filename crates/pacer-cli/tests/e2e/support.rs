@@ -156,8 +156,11 @@ pub fn assert_complete_and_matching(input: &Path, results: &Path) {
             .unwrap_or_else(|| panic!("{id} has no result"));
         assert_eq!(res["response"]["status_code"], 200, "{id}: {res}");
         let expected = pacer_mock::expected_reply(req["url"].as_str().unwrap(), &req["body"]);
-        let got = res["response"]["body"]["choices"][0]["message"]["content"]
+        let body = &res["response"]["body"];
+        // Chat completions put the text in a choice; Anthropic in a content block.
+        let got = body["choices"][0]["message"]["content"]
             .as_str()
+            .or_else(|| body["content"][0]["text"].as_str())
             .unwrap_or_default();
         assert!(!got.is_empty(), "{id}: empty reply: {res}");
         assert_eq!(

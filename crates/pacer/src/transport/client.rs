@@ -115,20 +115,7 @@ impl Transport {
             .client
             .get(self.endpoint(path))
             .headers(self.auth_headers(auth_path));
-        let fut = async {
-            let resp = req.send().await.map_err(map_reqwest)?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(map_reqwest)?;
-            Ok(Answer {
-                status,
-                headers,
-                body,
-            })
-        };
-        tokio::time::timeout(self.config.timeout, fut)
-            .await
-            .map_err(|_| TransportError::Timeout(self.config.timeout))?
+        self.exchange(req, None).await
     }
 
     /// Sends one attempt of a request: `POST path` with JSON `body`.
@@ -161,28 +148,29 @@ impl Transport {
             .post(self.endpoint(path))
             .headers(headers)
             .body(body);
+        self.exchange(req, stream_kind).await
+    }
+
+    /// One request and its whole answer (a stream reassembled), within the
+    /// total timeout.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        stream_kind: Option<StreamKind>,
+    ) -> Result<Answer, TransportError> {
         let fut = async {
             let resp = req.send().await.map_err(map_reqwest)?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            match stream_kind {
-                Some(kind) if (200..300).contains(&status) => {
-                    let body = self.read_stream(resp, kind).await?;
-                    Ok(Answer {
-                        status,
-                        headers,
-                        body,
-                    })
-                }
-                _ => {
-                    let body = resp.bytes().await.map_err(map_reqwest)?;
-                    Ok(Answer {
-                        status,
-                        headers,
-                        body,
-                    })
-                }
-            }
+            let body = match stream_kind {
+                Some(kind) if (200..300).contains(&status) => self.read_stream(resp, kind).await?,
+                _ => resp.bytes().await.map_err(map_reqwest)?,
+            };
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
         };
         tokio::time::timeout(self.config.timeout, fut)
             .await

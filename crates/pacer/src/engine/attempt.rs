@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::item::Item;
-use super::output::{error_line, response_line};
+use super::output::{error_line, parse_body, response_line};
 use super::pace::Pacer;
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::provider::parse_rate_limit_headers;
@@ -227,11 +227,10 @@ fn request_id(answer: &Answer) -> &str {
 }
 
 fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Duration) {
-    let body: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
-    let usage = body.as_ref().and_then(Usage::from_response);
+    let body = parse_body(&answer.body);
+    let usage = Usage::from_response(&body);
     let model = item.model.clone().or_else(|| {
-        body.as_ref()
-            .and_then(|b| b.get("model"))
+        body.get("model")
             .and_then(|m| m.as_str())
             .map(str::to_owned)
     });
@@ -257,12 +256,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Du
         });
     }
     ctx.settle(&mut item, cost);
-    let line = response_line(
-        &item.custom_id,
-        answer.status,
-        request_id(answer),
-        &answer.body,
-    );
+    let line = response_line(&item.custom_id, answer.status, request_id(answer), body);
     ctx.write(Command::Finish {
         idx: item.idx,
         state: RequestState::Done,
@@ -278,7 +272,12 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, _now: Option<I
     ctx.settle(&mut item, None);
     let (line, error) = match failure {
         Failure::Http(a) => (
-            response_line(&item.custom_id, a.status, request_id(a), &a.body),
+            response_line(
+                &item.custom_id,
+                a.status,
+                request_id(a),
+                parse_body(&a.body),
+            ),
             failure.describe(),
         ),
         Failure::Transport(e) => (

@@ -35,7 +35,7 @@ mod verify;
 pub use config::{Limits, RunConfig};
 pub use dispatch::{run, RunReport};
 pub use error::EngineError;
-pub use output::{error_line, response_line};
+pub use output::{error_line, parse_body, response_line};
 pub use pace::Pacer;
 pub use prepare::{status, StatusReport};
 pub use tokio_util::sync::CancellationToken;

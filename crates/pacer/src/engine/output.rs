@@ -6,11 +6,16 @@ fn line_id(custom_id: &str) -> String {
     format!("batch_req_{}", &hash.to_hex()[..24])
 }
 
+/// An answer's body as JSON; a body that is not JSON is kept as text.
+pub fn parse_body(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
 /// The output line of a request answered over HTTP (success, or failed for
 /// good with the provider's answer kept), in OpenAI's Batch output shape.
-pub fn response_line(custom_id: &str, status: u16, request_id: &str, body: &[u8]) -> String {
-    let body: Value = serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+/// `body` is the answer parsed once ([`parse_body`]), also for usage.
+pub fn response_line(custom_id: &str, status: u16, request_id: &str, body: Value) -> String {
     json!({
         "id": line_id(custom_id),
         "custom_id": custom_id,
@@ -38,7 +43,8 @@ mod tests {
     #[test]
     fn lines_have_the_batch_output_shape() {
         let v: Value =
-            serde_json::from_str(&response_line("a", 200, "req_1", br#"{"x":1}"#)).unwrap();
+            serde_json::from_str(&response_line("a", 200, "req_1", parse_body(br#"{"x":1}"#)))
+                .unwrap();
         assert_eq!(v["custom_id"], "a");
         assert_eq!(v["response"]["status_code"], 200);
         assert_eq!(v["response"]["body"]["x"], 1);
@@ -48,8 +54,13 @@ mod tests {
         assert!(v["response"].is_null());
         assert_eq!(v["error"]["code"], "timeout");
         // A body that is not JSON is kept as text.
-        let v: Value =
-            serde_json::from_str(&response_line("c", 502, "", b"<html>bad gateway")).unwrap();
+        let v: Value = serde_json::from_str(&response_line(
+            "c",
+            502,
+            "",
+            parse_body(b"<html>bad gateway"),
+        ))
+        .unwrap();
         assert_eq!(v["response"]["body"], "<html>bad gateway");
     }
 }

@@ -12,7 +12,7 @@ use super::output::{error_line, parse_body, response_line};
 use super::pace::Pacer;
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::provider::parse_rate_limit_headers;
-use crate::report::{Event, Snapshot, Summary, Tally};
+use crate::report::{Event, Summary, Tally};
 use crate::retry::{classify, RetryPolicy, RetryReason, StopReason, Verdict};
 use crate::store::{Command, RequestState};
 use crate::transport::{Answer, Transport, TransportError};
@@ -47,14 +47,6 @@ impl Emitter {
             .lock()
             .expect("tally lock")
             .summary(Instant::now())
-    }
-
-    #[allow(dead_code)]
-    pub fn snapshot(&self) -> Snapshot {
-        self.tally
-            .lock()
-            .expect("tally lock")
-            .snapshot(Instant::now())
     }
 }
 
@@ -172,14 +164,14 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
                     if ctx.pacer.on_provider_up(now) {
                         ctx.emit_pace();
                     }
-                    finish_failed(&ctx, item, Failure::Http(&answer), None)
+                    finish_failed(&ctx, item, Failure::Http(&answer))
                 }
                 Verdict::Retry(reason) => {
                     retry_or_give_up(&ctx, item, reason, Failure::Http(&answer), now)
                 }
                 Verdict::Stop(reason) => stop_run(&ctx, item, reason, now),
                 #[allow(unreachable_patterns)]
-                _ => finish_failed(&ctx, item, Failure::Http(&answer), None),
+                _ => finish_failed(&ctx, item, Failure::Http(&answer)),
             }
         }
         Err(err) => {
@@ -268,7 +260,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Du
     });
 }
 
-fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, _now: Option<Instant>) {
+fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>) {
     ctx.settle(&mut item, None);
     let (line, error) = match failure {
         Failure::Http(a) => (
@@ -331,7 +323,7 @@ fn retry_or_give_up(
         .is_some_and(|since| now.saturating_duration_since(since) >= ctx.max_retry_time);
     if (counted && item.retries >= ctx.policy.max_retries) || out_of_time {
         // Out of retries: the last answer is the request's result.
-        finish_failed(ctx, item, failure, Some(now));
+        finish_failed(ctx, item, failure);
         return;
     }
     let delay: Duration = ctx

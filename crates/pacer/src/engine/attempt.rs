@@ -170,8 +170,6 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
                     retry_or_give_up(&ctx, item, reason, Failure::Http(&answer), now)
                 }
                 Verdict::Stop(reason) => stop_run(&ctx, item, reason, now),
-                #[allow(unreachable_patterns)]
-                _ => finish_failed(&ctx, item, Failure::Http(&answer)),
             }
         }
         Err(err) => {

@@ -8,28 +8,13 @@
 set -euo pipefail
 
 AM_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$AM_LIB_DIR/../.." && pwd)"
-PACER="${PACER:-$ROOT/target/release/pacer}"
+# shellcheck source=../common.sh
+source "$AM_LIB_DIR/../common.sh"
 # Scratch space for inputs, outputs, logs and state files.
 WORK="${BENCH_WORK:-/tmp/pacer-bench-am}"
-export OPENAI_API_KEY=sk-mock-key
-unset OPENAI_BASE_URL
 mkdir -p "$WORK"
 
-if [[ ! -x "$PACER" ]]; then
-  echo "bench: $PACER not found; build it first: cargo build --release -p pacer-cli" >&2
-  exit 1
-fi
-
 _PIDS=()
-
-_kill_bounded() { # PID: SIGINT, wait up to 5 s, then SIGKILL
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -INT "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 am_cleanup() {
   local p

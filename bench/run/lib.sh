@@ -7,32 +7,17 @@
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$BENCH_DIR/../.." && pwd)"
-PACER="${PACER:-$ROOT/target/release/pacer}"
+# shellcheck source=../common.sh
+source "$BENCH_DIR/../common.sh"
 RESULTS="${RESULTS:-$BENCH_DIR/results}"
 # Scratch space for inputs, outputs and state files (large: ~1 GB for the 1M runs).
 WORK="${BENCH_WORK:-/tmp/pacer-bench}"
-export OPENAI_API_KEY=sk-mock-key
-unset OPENAI_BASE_URL
 mkdir -p "$RESULTS" "$WORK"
-
-if [[ ! -x "$PACER" ]]; then
-  echo "bench: $PACER not found; build it first: cargo build --release -p pacer-cli" >&2
-  exit 1
-fi
 
 MOCK_PID=""
 MOCK_URL=""
 PACER_PID=""
 _CLEANUP_EXTRA=()
-
-_kill_bounded() { # PID: SIGINT, wait up to 5 s, then SIGKILL
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -INT "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   [[ -n "$PACER_PID" ]] && _kill_bounded "$PACER_PID"

@@ -60,61 +60,43 @@ fn rfc3339_after(now: SystemTime, after: Duration) -> String {
 /// Anthropic's `anthropic-ratelimit-*` headers (only for configured limits).
 pub fn anthropic_headers(s: &LimitSnapshot, now: SystemTime, headers: &mut HeaderMap) {
     if let Some(r) = s.requests {
-        put(
+        anthropic_window(
             headers,
-            "anthropic-ratelimit-requests-limit",
-            r.limit.to_string(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-requests-remaining",
-            r.remaining.to_string(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-requests-reset",
+            "requests",
+            r.limit,
+            r.remaining,
             rfc3339_after(now, r.reset),
         );
     }
     if let Some(t) = s.tokens {
+        // One token bucket: the total, input and output families report it.
         let reset = rfc3339_after(now, t.reset);
-        put(
-            headers,
-            "anthropic-ratelimit-tokens-limit",
-            t.limit.to_string(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-tokens-remaining",
-            t.remaining.to_string(),
-        );
-        put(headers, "anthropic-ratelimit-tokens-reset", reset.clone());
-        put(
-            headers,
-            "anthropic-ratelimit-input-tokens-limit",
-            t.limit.to_string(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-input-tokens-remaining",
-            t.remaining.to_string(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-input-tokens-reset",
-            reset.clone(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-output-tokens-limit",
-            t.limit.to_string(),
-        );
-        put(
-            headers,
-            "anthropic-ratelimit-output-tokens-remaining",
-            t.remaining.to_string(),
-        );
-        put(headers, "anthropic-ratelimit-output-tokens-reset", reset);
+        for family in ["tokens", "input-tokens", "output-tokens"] {
+            anthropic_window(headers, family, t.limit, t.remaining, reset.clone());
+        }
+    }
+}
+
+/// `anthropic-ratelimit-{family}-{limit,remaining,reset}`.
+fn anthropic_window(
+    headers: &mut HeaderMap,
+    family: &str,
+    limit: u64,
+    remaining: u64,
+    reset: String,
+) {
+    for (field, value) in [
+        ("limit", limit.to_string()),
+        ("remaining", remaining.to_string()),
+        ("reset", reset),
+    ] {
+        if let Ok(name) =
+            HeaderName::from_bytes(format!("anthropic-ratelimit-{family}-{field}").as_bytes())
+        {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
     }
 }
 

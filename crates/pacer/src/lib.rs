@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cost;
+pub mod endpoint;
 pub mod engine;
 pub mod input;
 pub mod limit;

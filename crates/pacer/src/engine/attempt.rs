@@ -140,7 +140,7 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
     let sent_at = Instant::now();
     let result = ctx
         .transport
-        .send(&item.url, &item.body, &item.custom_id)
+        .send(&item.url, item.endpoint, &item.body, &item.custom_id)
         .await;
     // The slot is held until the answer is acted on, so that a stop (401,
     // quota) is in force before the dispatcher can admit anyone else.

@@ -18,6 +18,7 @@ use super::prepare::prepare;
 use super::verify::{verify, Verdict as VerifyVerdict};
 use super::{EngineError, RunConfig};
 use crate::cost::{Budget, CostMeter, PriceTable};
+use crate::endpoint::Endpoint;
 use crate::report::{Event, Summary};
 use crate::retry::StopReason;
 use crate::store::{Durable, JobStore, PendingCursor, Recovery, RequestState, Writer};
@@ -91,7 +92,7 @@ pub async fn run(
         let anthropic = prepared
             .store
             .first_pending_url()?
-            .is_some_and(|u| u.trim_end_matches('/').ends_with("/messages"));
+            .is_some_and(|u| Endpoint::from_path(&u).is_anthropic());
         let models: Vec<String> = prepared.store.models()?.into_iter().flatten().collect();
         match verify(&transport, anthropic, &models).await {
             VerifyVerdict::Refused(reason) => {

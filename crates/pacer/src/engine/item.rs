@@ -3,6 +3,7 @@ use std::cmp::Ordering;
 use tokio::time::Instant;
 
 use crate::cost::Reservation;
+use crate::endpoint::Endpoint;
 use crate::store::PendingRow;
 use crate::tokens::TokenEstimate;
 
@@ -17,6 +18,8 @@ pub(crate) struct Item {
     /// Retries since this run took the request (for `--max-retries`).
     pub retries: u32,
     pub url: String,
+    /// Decided once from `url`, read by transport, tokens and streams.
+    pub endpoint: Endpoint,
     pub body: String,
     pub model: Option<String>,
     pub estimate: TokenEstimate,
@@ -34,6 +37,7 @@ impl From<PendingRow> for Item {
             priority: r.priority,
             attempts: r.attempts,
             retries: 0,
+            endpoint: Endpoint::from_path(&r.url),
             url: r.url,
             body: r.body,
             model: r.model,

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 
 use super::error::{InputError, Place};
 use super::spec::RequestSpec;
+use crate::endpoint::Endpoint;
 use crate::tokens::estimate_request;
 
 /// Parses and validates one Batch line:
@@ -56,19 +57,34 @@ pub(crate) fn parse_batch_line(
             .ok_or_else(|| invalid(place(), "priority", "an integer"))?,
     };
 
-    let estimate = estimate_request(&url, &body);
+    let estimate = estimate_request(Endpoint::from_path(&url), &body);
     let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
     Ok(RequestSpec {
         custom_id,
         method: "POST".to_owned(),
+        body: raw_body(text).unwrap_or_else(|| body.to_string()),
         url,
-        // Serializing a parsed `Value` gives the same JSON, compact.
-        body: body.to_string(),
         priority,
         estimate,
         model,
         line,
     })
+}
+
+/// The line's `body` exactly as written (key order, spacing, number
+/// spelling): the README promises bodies are sent as they are, and a
+/// provider's cache or a signature may depend on the bytes. `None` only in
+/// the odd case serde refuses (a duplicated `body` key), where the parsed
+/// value stands in.
+fn raw_body(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        body: &'a serde_json::value::RawValue,
+    }
+    serde_json::from_str::<Line<'_>>(text)
+        .ok()
+        .map(|l| l.body.get().to_owned())
 }
 
 /// Parses a line that must hold one JSON object.
@@ -110,6 +126,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<RequestSpec, String> {
         parse_batch_line(text, "requests.jsonl", 3).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_body_is_kept_byte_for_byte() {
+        let body = r#"{ "model": "gpt-4o", "temperature": 1.0e0, "messages": [{"role":"user","content":"z\u00e9"}], "a": 1 }"#;
+        let spec = parse(&format!(
+            r#"{{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":{body}}}"#
+        ))
+        .unwrap();
+        assert_eq!(spec.body, body);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::batch::{invalid, missing, parse_object};
 use super::error::{InputError, Place};
 use super::options::{ProviderHint, SourceOptions};
 use super::spec::RequestSpec;
+use crate::endpoint::Endpoint;
 use crate::tokens::{estimate_request, DEFAULT_MAX_OUTPUT_TOKENS};
 
 /// Turns a prompt (and an optional system prompt) into a complete request,
@@ -81,7 +82,7 @@ impl PromptRequests {
             custom_id: prompt.id,
             method: "POST".to_owned(),
             url: url.to_owned(),
-            estimate: estimate_request(url, &body),
+            estimate: estimate_request(Endpoint::from_path(url), &body),
             body: body.to_string(),
             priority: prompt.priority,
             model: Some(self.model.clone()),

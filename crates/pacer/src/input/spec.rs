@@ -1,3 +1,4 @@
+use crate::endpoint::Endpoint;
 use crate::tokens::TokenEstimate;
 
 /// One request of a job, validated and ready to be stored and sent.
@@ -22,4 +23,12 @@ pub struct RequestSpec {
     pub model: Option<String>,
     /// 1-based line number (or chunk ordinal for folders) in the input, for messages.
     pub line: u64,
+}
+
+impl RequestSpec {
+    /// The kind of endpoint `url` names (a pure function of the path, so
+    /// the store keeps only the path).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from_path(&self.url)
+    }
 }

@@ -3,6 +3,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
+use crate::endpoint::Endpoint;
+
 /// What a request is charged for `max_tokens` when it sets none. Providers do
 /// not document theirs; the simulated provider uses the same number, so the
 /// engine's estimate and the simulator's charge agree.
@@ -123,15 +125,15 @@ pub struct TokenEstimate {
 impl TokenEstimate {
     /// The charge against a tokens-per-minute limit.
     pub fn total(&self) -> u64 {
-        self.prompt + self.max_output
+        // `max_tokens` comes from the user's file: saturate, never wrap.
+        self.prompt.saturating_add(self.max_output)
     }
 }
 
 /// Estimate the token charge of a request sent to `path` (an endpoint path such
 /// as `/v1/chat/completions`) with JSON `body`.
-pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
+pub fn estimate_request(endpoint: Endpoint, body: &Value) -> TokenEstimate {
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    let path = path.trim_end_matches('/');
     let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
     let max_tokens = body
         .get("max_completion_tokens")
@@ -139,13 +141,13 @@ pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
         .or_else(|| body.get("max_output_tokens"))
         .and_then(Value::as_u64);
 
-    if path.ends_with("/embeddings") {
+    if endpoint == Endpoint::Embeddings {
         return TokenEstimate {
             prompt: count_input(model, body.get("input")),
             max_output: 0,
         };
     }
-    if path.ends_with("/messages") {
+    if endpoint == Endpoint::Messages {
         // Anthropic Messages: system + messages; the overhead is the same order.
         let mut prompt = TOKENS_REPLY_PRIMING;
         if let Some(system) = body.get("system") {
@@ -179,14 +181,18 @@ pub fn estimate_request(path: &str, body: &Value) -> TokenEstimate {
         }
         return TokenEstimate {
             prompt,
-            max_output: max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS) * n,
+            max_output: max_tokens
+                .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+                .saturating_mul(n),
         };
     }
     // Completions (`prompt`) and Responses (`input`).
     let prompt = count_input(model, body.get("prompt").or_else(|| body.get("input")));
     TokenEstimate {
         prompt,
-        max_output: max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS) * n,
+        max_output: max_tokens
+            .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+            .saturating_mul(n),
     }
 }
 
@@ -313,7 +319,7 @@ mod tests {
         // OpenAI's cookbook: "Hello world" as one user message with gpt-4o is
         // 3 (message) + 1 ("user") + 2 ("Hello world") + 3 (priming) = 9.
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello world"}], "max_tokens": 10, "n": 2});
-        let est = estimate_request("/v1/chat/completions", &body);
+        let est = estimate_request(Endpoint::ChatCompletions, &body);
         assert_eq!(est.prompt, 9);
         assert_eq!(est.max_output, 20);
         assert_eq!(est.total(), 29);
@@ -352,7 +358,7 @@ mod tests {
         ] {
             let body = json!({"model": model, "messages": messages, "tools": tools});
             assert_eq!(
-                estimate_request("/v1/chat/completions", &body).prompt,
+                estimate_request(Endpoint::ChatCompletions, &body).prompt,
                 expected,
                 "{model}"
             );
@@ -378,16 +384,24 @@ mod tests {
     fn absent_max_tokens_uses_the_default() {
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
         assert_eq!(
-            estimate_request("/v1/chat/completions", &body).max_output,
+            estimate_request(Endpoint::ChatCompletions, &body).max_output,
             DEFAULT_MAX_OUTPUT_TOKENS
         );
+    }
+
+    #[test]
+    fn absurd_max_tokens_times_n_saturates() {
+        let body = json!({"model": "gpt-4o", "messages": [], "max_tokens": u64::MAX, "n": 8});
+        let est = estimate_request(Endpoint::ChatCompletions, &body);
+        assert_eq!(est.max_output, u64::MAX);
+        assert_eq!(est.total(), u64::MAX);
     }
 
     #[test]
     fn embeddings_charge_only_input() {
         let body =
             json!({"model": "text-embedding-3-small", "input": ["Hello world", "Hello world"]});
-        let est = estimate_request("/v1/embeddings", &body);
+        let est = estimate_request(Endpoint::Embeddings, &body);
         assert_eq!(
             est,
             TokenEstimate {

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::sse::{StreamAssembler, StreamError, StreamKind};
 use super::ApiKey;
+use crate::endpoint::Endpoint;
 
 /// Anthropic's API version header, required on every call.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -110,11 +111,10 @@ impl Transport {
     /// `GET` an endpoint (e.g. `/v1/models` for `pacer verify`), with
     /// Anthropic's auth headers when `anthropic`.
     pub async fn get(&self, path: &str, anthropic: bool) -> Result<Answer, TransportError> {
-        let auth_path = if anthropic { "/v1/messages" } else { path };
         let req = self
             .client
             .get(self.endpoint(path))
-            .headers(self.auth_headers(auth_path));
+            .headers(self.auth_headers(anthropic));
         self.exchange(req, None).await
     }
 
@@ -124,11 +124,12 @@ impl Transport {
     pub async fn send(
         &self,
         path: &str,
+        endpoint: Endpoint,
         body: &str,
         client_request_id: &str,
     ) -> Result<Answer, TransportError> {
         let stream_kind = if self.config.stream {
-            stream_kind(path)
+            StreamKind::of(endpoint)
         } else {
             None
         };
@@ -136,7 +137,7 @@ impl Transport {
             Some(kind) => Bytes::from(streaming_body(body, kind)),
             None => Bytes::copy_from_slice(body.as_bytes()),
         };
-        let mut headers = self.auth_headers(path);
+        let mut headers = self.auth_headers(endpoint.is_anthropic());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if client_request_id.len() <= 512 {
             if let Ok(v) = HeaderValue::from_str(client_request_id) {
@@ -204,9 +205,8 @@ impl Transport {
         Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
     }
 
-    fn auth_headers(&self, path: &str) -> HeaderMap {
+    fn auth_headers(&self, anthropic: bool) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        let anthropic = is_anthropic_path(path);
         if anthropic {
             headers.insert(
                 "anthropic-version",
@@ -232,25 +232,6 @@ impl Transport {
             }
         }
         headers
-    }
-}
-
-/// Anthropic's Messages API (and its model list) authenticate with `x-api-key`.
-fn is_anthropic_path(path: &str) -> bool {
-    let p = path.trim_end_matches('/');
-    p.ends_with("/messages") || p.ends_with("/messages/count_tokens")
-}
-
-fn stream_kind(path: &str) -> Option<StreamKind> {
-    let p = path.trim_end_matches('/');
-    if p.ends_with("/chat/completions") {
-        Some(StreamKind::OpenAiChat)
-    } else if p.ends_with("/completions") {
-        Some(StreamKind::OpenAiCompletions)
-    } else if p.ends_with("/messages") {
-        Some(StreamKind::Anthropic)
-    } else {
-        None // embeddings and others have no streamed form
     }
 }
 
@@ -358,10 +339,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let openai = t.auth_headers("/v1/chat/completions");
+        let openai = t.auth_headers(false);
         assert_eq!(openai.get(AUTHORIZATION).unwrap(), "Bearer sk-1");
         assert!(openai.get(AUTHORIZATION).unwrap().is_sensitive());
-        let anthropic = t.auth_headers("/v1/messages");
+        let anthropic = t.auth_headers(true);
         assert_eq!(anthropic.get("x-api-key").unwrap(), "sk-1");
         assert_eq!(
             anthropic.get("anthropic-version").unwrap(),

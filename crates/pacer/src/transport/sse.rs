@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::endpoint::Endpoint;
+
 /// A single event larger than this is refused, so a broken peer that never
 /// ends a line cannot grow the buffer without bound.
 const MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
@@ -34,22 +36,14 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
-    /// The stream kind of an endpoint path; `None` for endpoints pacer does
-    /// not stream (embeddings, responses...).
-    pub fn from_path(path: &str) -> Option<StreamKind> {
-        let path = path
-            .split(['?', '#'])
-            .next()
-            .unwrap_or(path)
-            .trim_end_matches('/');
-        if path.ends_with("/chat/completions") {
-            Some(StreamKind::OpenAiChat)
-        } else if path.ends_with("/completions") {
-            Some(StreamKind::OpenAiCompletions)
-        } else if path.ends_with("/messages") {
-            Some(StreamKind::Anthropic)
-        } else {
-            None
+    /// The stream kind of an endpoint; `None` for endpoints pacer does not
+    /// stream (embeddings, responses...).
+    pub fn of(endpoint: Endpoint) -> Option<StreamKind> {
+        match endpoint {
+            Endpoint::ChatCompletions => Some(StreamKind::OpenAiChat),
+            Endpoint::Completions => Some(StreamKind::OpenAiCompletions),
+            Endpoint::Messages => Some(StreamKind::Anthropic),
+            _ => None,
         }
     }
 }
@@ -924,19 +918,14 @@ mod tests {
     fn bad_json_is_malformed_and_kind_follows_the_path() {
         let err = assemble(StreamKind::OpenAiChat, &[b"data: {not json\n\n"]).unwrap_err();
         assert!(matches!(err, StreamError::Malformed(_)));
+        let kind = |path| StreamKind::of(Endpoint::from_path(path));
+        assert_eq!(kind("/v1/chat/completions"), Some(StreamKind::OpenAiChat));
         assert_eq!(
-            StreamKind::from_path("/v1/chat/completions"),
-            Some(StreamKind::OpenAiChat)
-        );
-        assert_eq!(
-            StreamKind::from_path("/v1/completions/"),
+            kind("/v1/completions/"),
             Some(StreamKind::OpenAiCompletions)
         );
-        assert_eq!(
-            StreamKind::from_path("/v1/messages?beta=true"),
-            Some(StreamKind::Anthropic)
-        );
-        assert_eq!(StreamKind::from_path("/v1/embeddings"), None);
+        assert_eq!(kind("/v1/messages?beta=true"), Some(StreamKind::Anthropic));
+        assert_eq!(kind("/v1/embeddings"), None);
     }
 
     #[test]

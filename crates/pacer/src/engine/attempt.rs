@@ -11,11 +11,11 @@ use super::item::Item;
 use super::output::{error_line, parse_body, response_line};
 use super::pace::Pacer;
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
-use crate::provider::parse_rate_limit_headers;
 use crate::report::{Event, Summary, Tally};
-use crate::retry::{classify, RetryPolicy, RetryReason, StopReason, Verdict};
+use crate::retry::{NextStep, Outcome, RetryPolicy, RetryReason, StopReason, Verdict};
 use crate::store::{Command, RequestState};
 use crate::transport::{Answer, Transport, TransportError};
+use serde_json::Value;
 
 /// Events go to the run's own tally and to the caller's channel, if any.
 #[derive(Debug)]
@@ -146,46 +146,49 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
     // quota) is in force before the dispatcher can admit anyone else.
     let _permit = permit;
     let now = Instant::now();
+    let latency = now - sent_at;
     item.attempts += 1;
-    match result {
-        Ok(answer) => {
-            ctx.events.emit(Event::Answered {
-                status: Some(answer.status),
-                latency: now - sent_at,
-            });
-            let wall = SystemTime::now();
-            let snapshot = parse_rate_limit_headers(&answer.headers, wall);
-            if !snapshot.is_empty() && ctx.pacer.observe(now, &snapshot) {
-                ctx.emit_pace();
-            }
-            match classify(answer.status, &answer.headers, &answer.body, wall) {
-                Verdict::Success => succeed(&ctx, item, &answer, now, now - sent_at),
-                Verdict::Fail => {
-                    if ctx.pacer.on_provider_up(now) {
-                        ctx.emit_pace();
-                    }
-                    finish_failed(&ctx, item, Failure::Http(&answer))
-                }
-                Verdict::Retry(reason) => {
-                    retry_or_give_up(&ctx, item, reason, Failure::Http(&answer), now)
-                }
-                Verdict::Stop(reason) => stop_run(&ctx, item, reason, now),
-            }
+    let (mut outcome, failure) = match &result {
+        Ok(answer) => (
+            Outcome::of_answer(answer, latency, SystemTime::now()),
+            Failure::Http(answer),
+        ),
+        Err(err) => (Outcome::of_error(err, latency), Failure::Transport(err)),
+    };
+    ctx.events.emit(Event::Answered {
+        status: result.as_ref().ok().map(|a| a.status),
+        latency,
+    });
+    // A success is charged what its usage says; read the body once here.
+    let success = match (&outcome.verdict, &result) {
+        (Verdict::Success, Ok(answer)) => {
+            let body = parse_body(&answer.body);
+            let usage = Usage::from_response(&body);
+            // Providers charge prompt + max_tokens at admission and keep it;
+            // the real prompt count replaces the estimate.
+            outcome.charged_tokens =
+                usage.map(|u| u.prompt_tokens.saturating_add(item.estimate.max_output));
+            Some((answer, body, usage))
         }
-        Err(err) => {
-            ctx.events.emit(Event::Answered {
-                status: None,
-                latency: now - sent_at,
-            });
-            let reason = match &err {
-                TransportError::Timeout(_) | TransportError::IdleTimeout(_) => RetryReason::Timeout,
-                TransportError::StreamCut | TransportError::StreamError(_) => {
-                    RetryReason::StreamCut
-                }
-                _ => RetryReason::Connection,
-            };
-            retry_or_give_up(&ctx, item, reason, Failure::Transport(&err), now);
+        _ => None,
+    };
+    let change = ctx.pacer.feedback(now, &outcome, item.estimate.total());
+    if change.pace_changed {
+        ctx.emit_pace();
+    }
+    if let Some(until) = change.paused_until {
+        ctx.events.emit(Event::Paused { for_: until - now });
+    }
+    match outcome.verdict {
+        Verdict::Success => {
+            let (answer, body, usage) = success.expect("a success has its answer");
+            succeed(&ctx, item, answer, body, usage)
         }
+        Verdict::Fail => finish_failed(&ctx, item, failure),
+        Verdict::Retry(reason) => {
+            retry_or_give_up(&ctx, item, reason, failure, change.circuit_open, now)
+        }
+        Verdict::Stop(reason) => stop_run(&ctx, item, reason),
     }
 }
 
@@ -216,9 +219,7 @@ fn request_id(answer: &Answer) -> &str {
         .unwrap_or("")
 }
 
-fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Duration) {
-    let body = parse_body(&answer.body);
-    let usage = Usage::from_response(&body);
+fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, body: Value, usage: Option<Usage>) {
     let model = item.model.clone().or_else(|| {
         body.get("model")
             .and_then(|m| m.as_str())
@@ -228,17 +229,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Du
         (Some(u), Some(m)) => ctx.meter.lock().expect("meter lock").record(m, u),
         _ => None,
     };
-    // Providers charge prompt + max_tokens at admission and keep it; the
-    // real prompt count replaces the estimate.
-    let charged = usage.map_or(item.estimate.total(), |u| {
-        u.prompt_tokens + item.estimate.max_output
-    });
-    if ctx.pacer.on_success(now, latency, charged) {
-        ctx.emit_pace();
-    }
     if let Some(u) = &usage {
-        ctx.pacer
-            .reconcile_tokens(now, item.estimate.total(), charged);
         ctx.events.emit(Event::Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
@@ -291,45 +282,22 @@ fn retry_or_give_up(
     mut item: Item,
     reason: RetryReason,
     failure: Failure<'_>,
+    circuit_open: bool,
     now: Instant,
 ) {
-    let mut pace_changed = false;
-    if let RetryReason::RateLimited { scope, after } = &reason {
-        // Rejected at admission: the provider charged nothing.
-        ctx.pacer.reconcile_tokens(now, item.estimate.total(), 0);
-        pace_changed |= ctx.pacer.on_provider_up(now);
-        let (until, changed) = ctx.pacer.on_rate_limited(now, *scope, *after);
-        pace_changed |= changed;
-        ctx.events.emit(Event::Paused { for_: until - now });
-    }
-    // While the provider is down (the circuit is open), attempts do not count
-    // against --max-retries: only --max-retry-time fails a request for good.
-    let outage = reason.is_outage_like();
-    let counted = if outage {
-        let open = ctx.pacer.on_outage(now);
-        item.failing_since.get_or_insert(now);
-        !open
-    } else {
-        item.failing_since = None;
-        true
-    };
-    if pace_changed {
-        ctx.emit_pace();
-    }
-    let out_of_time = item
-        .failing_since
-        .is_some_and(|since| now.saturating_duration_since(since) >= ctx.max_retry_time);
-    if (counted && item.retries >= ctx.policy.max_retries) || out_of_time {
+    let step = ctx.policy.next_step(
+        &mut item.retry,
+        &reason,
+        circuit_open,
+        ctx.max_retry_time,
+        now,
+        &mut rand::thread_rng(),
+    );
+    let at = match step {
+        NextStep::RetryAt(at) => at,
         // Out of retries: the last answer is the request's result.
-        finish_failed(ctx, item, failure);
-        return;
-    }
-    let delay: Duration = ctx
-        .policy
-        .delay(item.retries, reason.after(), &mut rand::thread_rng());
-    if counted {
-        item.retries += 1;
-    }
+        NextStep::GiveUp => return finish_failed(ctx, item, failure),
+    };
     ctx.settle(&mut item, None);
     ctx.events.emit(Event::Retrying {
         rate_limited: matches!(reason, RetryReason::RateLimited { .. }),
@@ -338,13 +306,12 @@ fn retry_or_give_up(
         idx: item.idx,
         error: failure.describe(),
     });
-    if let Err(mpsc::error::SendError((item, _))) = ctx.retries.send((item, now + delay)) {
+    if let Err(mpsc::error::SendError((item, _))) = ctx.retries.send((item, at)) {
         ctx.write(Command::Requeue { idx: item.idx });
     }
 }
 
-fn stop_run(ctx: &Ctx, mut item: Item, reason: StopReason, now: Instant) {
-    ctx.pacer.reconcile_tokens(now, item.estimate.total(), 0);
+fn stop_run(ctx: &Ctx, mut item: Item, reason: StopReason) {
     ctx.settle(&mut item, None);
     let sentence = reason.to_string();
     if ctx.stop.trigger(reason) {

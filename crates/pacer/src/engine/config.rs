@@ -3,24 +3,9 @@ use std::time::Duration;
 
 use crate::cost::PriceTable;
 use crate::input::SourceOptions;
+pub use crate::limit::Limits;
 use crate::retry::RetryPolicy;
 use crate::transport::TransportConfig;
-
-/// Configured limits: hard ceilings. `None` means "learn it from the provider".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Limits {
-    /// Requests per minute.
-    pub rpm: Option<f64>,
-    /// Requests per second (for providers that enforce short windows).
-    pub rps: Option<f64>,
-    /// Tokens per minute (prompt plus `max_tokens` × `n`, as providers charge).
-    pub tpm: Option<f64>,
-    /// Largest burst, in requests, for `rpm` (default: one minute's worth, the
-    /// provider's own bucket size).
-    pub burst: Option<f64>,
-    /// Requests in flight at once.
-    pub concurrency: Option<usize>,
-}
 
 /// Everything one `pacer run` needs.
 #[derive(Debug, Clone)]
@@ -44,9 +29,6 @@ pub struct RunConfig {
     /// Check the key (`GET /v1/models`) before the first request.
     pub verify: bool,
 }
-
-/// Requests in flight when neither `--concurrency` nor a learned pace says otherwise.
-pub const DEFAULT_CONCURRENCY: usize = 50;
 
 impl RunConfig {
     /// A configuration with pacer's defaults for `input`, writing `output` with state at `state`.

@@ -1,9 +1,8 @@
 use std::cmp::Ordering;
 
-use tokio::time::Instant;
-
 use crate::cost::Reservation;
 use crate::endpoint::Endpoint;
+use crate::retry::RetryState;
 use crate::store::PendingRow;
 use crate::tokens::TokenEstimate;
 
@@ -15,16 +14,14 @@ pub(crate) struct Item {
     pub priority: i64,
     /// Sends so far, all runs.
     pub attempts: u32,
-    /// Retries since this run took the request (for `--max-retries`).
-    pub retries: u32,
+    /// Retries in this run (for `--max-retries` and `--max-retry-time`).
+    pub retry: RetryState,
     pub url: String,
     /// Decided once from `url`, read by transport, tokens and streams.
     pub endpoint: Endpoint,
     pub body: String,
     pub model: Option<String>,
     pub estimate: TokenEstimate,
-    /// When outage-like failures of this request began (for `--max-retry-time`).
-    pub failing_since: Option<Instant>,
     /// Budget held for this request while it is in flight.
     pub reservation: Option<Reservation>,
 }
@@ -36,7 +33,7 @@ impl From<PendingRow> for Item {
             custom_id: r.custom_id,
             priority: r.priority,
             attempts: r.attempts,
-            retries: 0,
+            retry: RetryState::default(),
             endpoint: Endpoint::from_path(&r.url),
             url: r.url,
             body: r.body,
@@ -45,7 +42,6 @@ impl From<PendingRow> for Item {
                 prompt: r.est_prompt,
                 max_output: r.est_output,
             },
-            failing_since: None,
             reservation: None,
         }
     }

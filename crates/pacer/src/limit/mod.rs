@@ -27,6 +27,7 @@ mod aimd;
 mod circuit;
 mod concurrency;
 mod gcra;
+mod pace_state;
 mod pause;
 mod rate_limiter;
 
@@ -34,5 +35,6 @@ pub use aimd::Aimd;
 pub use circuit::{CircuitBreaker, CircuitState, Permit};
 pub use concurrency::{little_concurrency, MAX_CONCURRENCY};
 pub use gcra::{Gcra, NotUntil};
+pub use pace_state::{Limiters, Limits, PaceState, PaceView, DEFAULT_CONCURRENCY, RECOVERY_RAMP};
 pub use pause::PauseGate;
 pub use rate_limiter::RateLimiter;

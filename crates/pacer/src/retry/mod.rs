@@ -18,8 +18,12 @@
 
 mod after;
 mod classify;
+mod decide;
+mod outcome;
 mod policy;
 
 pub use after::{retry_after, retry_hint_from_message};
 pub use classify::{classify, LimitScope, RetryReason, StopReason, Verdict};
+pub use decide::{NextStep, RetryState};
+pub use outcome::{verdict_of_error, Outcome};
 pub use policy::RetryPolicy;

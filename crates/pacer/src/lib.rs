@@ -1,6 +1,6 @@
 //! pacer: make large jobs against LLM HTTP APIs finish.
 //!
-//! The engine is a pipeline (see DESIGN.md):
+//! The engine is a pipeline (see docs/ARCHITECTURE.md):
 //! `input` (parse, validate, estimate) → `store` (SQLite, the source of truth)
 //! → `engine` (scheduler and admission: `limit`) → `transport` (HTTP) →
 //! `retry` (classify each answer) → back to `store` and the output file, with

@@ -3,13 +3,13 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::item::Item;
 use super::output::{error_line, parse_body, response_line};
-use super::pace::Pacer;
+use super::pace::{InFlight, Pacer};
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::report::{Event, Summary, Tally};
 use crate::retry::{NextStep, Outcome, RetryPolicy, RetryReason, StopReason, Verdict};
@@ -135,16 +135,26 @@ impl Ctx {
     }
 }
 
-/// Sends `item` once and acts on the answer. `permit` is its concurrency slot.
-pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphorePermit) {
+/// Sends `item` once and acts on the answer. `slot` is its place in flight.
+pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
     let sent_at = Instant::now();
-    let result = ctx
-        .transport
-        .send(&item.url, item.endpoint, &item.body, &item.custom_id)
-        .await;
+    let result = {
+        let send = ctx
+            .transport
+            .send(&item.url, item.endpoint, &item.body, &item.custom_id);
+        tokio::pin!(send);
+        tokio::select! {
+            result = &mut send => result,
+            () = tokio::time::sleep(ctx.pacer.overdue_after()) => {
+                // Probably hung: let the run go on without it until --timeout.
+                slot.release_paced();
+                send.await
+            }
+        }
+    };
     // The slot is held until the answer is acted on, so that a stop (401,
     // quota) is in force before the dispatcher can admit anyone else.
-    let _permit = permit;
+    let _slot = slot;
     let now = Instant::now();
     let latency = now - sent_at;
     item.attempts += 1;

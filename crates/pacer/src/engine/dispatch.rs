@@ -13,7 +13,7 @@ use tokio_util::time::DelayQueue;
 
 use super::attempt::{attempt, Ctx, Emitter, Stop};
 use super::item::{Item, Ready};
-use super::pace::Pacer;
+use super::pace::{InFlight, Pacer};
 use super::prepare::prepare;
 use super::verify::{verify, Verdict as VerifyVerdict};
 use super::{EngineError, RunConfig};
@@ -314,11 +314,7 @@ fn release(ctx: &Ctx, item: &mut Item) {
 
 /// Admission for one request: a concurrency slot, the budget, then the pace.
 /// `None` when the budget is spent (the run stops).
-async fn admit(
-    ctx: &Ctx,
-    item: &mut Item,
-    prices: &PriceTable,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
+async fn admit(ctx: &Ctx, item: &mut Item, prices: &PriceTable) -> Option<InFlight> {
     let permit = ctx.pacer.slot().await;
     if let Some(budget) = &ctx.budget {
         let worst = ctx.worst_case_usd(item, prices).unwrap_or(0.0);

@@ -54,7 +54,27 @@ pub struct Pacer {
     gate: PauseGate,
     /// Wakes admission when a probe closes the circuit.
     circuit_closed: Notify,
+    /// The slots Little's law sizes.
     semaphore: Arc<Semaphore>,
+    /// Everything in flight, overdue requests included.
+    ceiling: Arc<Semaphore>,
+}
+
+/// A request's places in flight: its share of the paced concurrency, given
+/// back early if it becomes overdue, and its place under the hard ceiling,
+/// held until it ends.
+#[derive(Debug)]
+pub struct InFlight {
+    paced: Option<OwnedSemaphorePermit>,
+    _ceiling: OwnedSemaphorePermit,
+}
+
+impl InFlight {
+    /// The request stops counting toward the paced concurrency (it is
+    /// overdue); it keeps its place under the ceiling.
+    pub fn release_paced(&mut self) {
+        self.paced = None;
+    }
 }
 
 #[derive(Debug)]
@@ -69,15 +89,18 @@ struct Inner {
 impl Pacer {
     pub fn new(limits: &Limits) -> Pacer {
         let initial = limits.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+        let state = PaceState::new(limits);
+        let ceiling = Arc::new(Semaphore::new(state.in_flight_ceiling()));
         let pacer = Pacer {
             state: Mutex::new(Inner {
-                pace: PaceState::new(limits),
+                pace: state,
                 limit: initial,
                 debt: 0,
             }),
             gate: PauseGate::new(),
             circuit_closed: Notify::new(),
             semaphore: Arc::new(Semaphore::new(initial)),
+            ceiling,
         };
         pacer.lock().resize(&pacer.semaphore);
         pacer
@@ -89,13 +112,21 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a concurrency slot.
-    pub async fn slot(&self) -> OwnedSemaphorePermit {
-        self.semaphore
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+    /// Waits for a concurrency slot (and a place under the ceiling).
+    pub async fn slot(&self) -> InFlight {
+        let closed = "the semaphores are never closed";
+        let paced = self.semaphore.clone().acquire_owned().await.expect(closed);
+        let ceiling = self.ceiling.clone().acquire_owned().await.expect(closed);
+        InFlight {
+            paced: Some(paced),
+            _ceiling: ceiling,
+        }
+    }
+
+    /// How long a request may be in flight before it is overdue: it then
+    /// gives its paced slot back (see [`PaceState::overdue_after`]).
+    pub fn overdue_after(&self) -> Duration {
+        self.lock().pace.overdue_after()
     }
 
     /// Requests in flight now (slots taken).
@@ -484,6 +515,40 @@ mod tests {
         // ...climbing back to the full pace over the ramp.
         pacer.on_success(Instant::now() + RECOVERY_RAMP, Duration::from_millis(10), 1);
         assert!(pacer.recovery_rate().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overdue_request_gives_its_slot_back_but_not_its_place_under_the_ceiling() {
+        let pacer = Arc::new(Pacer::new(&Limits {
+            concurrency: Some(2),
+            ..Limits::default()
+        }));
+        // Answers of about 200 ms: overdue only past the floor.
+        for _ in 0..50 {
+            pacer.on_success(Instant::now(), Duration::from_millis(200), 1);
+        }
+        assert_eq!(pacer.overdue_after(), crate::limit::OVERDUE_FLOOR);
+        let mut a = pacer.slot().await;
+        let _b = pacer.slot().await;
+        let waiter = {
+            let p = pacer.clone();
+            tokio::spawn(async move { p.slot().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "both paced slots are taken");
+        a.release_paced();
+        let c = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("the overdue request's slot went to the next one")
+            .unwrap();
+        // The ceiling (twice the cap) still counts all three: one more fits.
+        let _d_paced = c;
+        assert_eq!(pacer.ceiling.available_permits(), 1);
+        // Slow answers stretch the threshold past the floor.
+        for _ in 0..50 {
+            pacer.on_success(Instant::now(), Duration::from_secs(20), 1);
+        }
+        assert!(pacer.overdue_after() > Duration::from_secs(80));
     }
 
     #[tokio::test(start_paused = true)]

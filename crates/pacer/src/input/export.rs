@@ -20,7 +20,7 @@ struct DocumentText<'a> {
     failed_chunks: Vec<String>,
 }
 
-/// Reads a results JSONL (DESIGN.md's output shape) and writes one JSON line
+/// Reads a results JSONL (the output shape in the README) and writes one JSON line
 /// per document, in document order:
 /// `{"document", "chunks", "text", "failed_chunks"}`. Chunk ids `path#k` are
 /// grouped by `path` and ordered by `k`; an id without `#k` is a document of

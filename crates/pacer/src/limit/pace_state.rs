@@ -15,6 +15,12 @@ const CONCURRENCY_FLOOR: usize = 8;
 const AUTO_CONCURRENCY_CAP: usize = 1024;
 /// Requests in flight when neither `--concurrency` nor a learned pace says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 50;
+/// A request in flight longer than this is never overdue...
+pub const OVERDUE_FLOOR: Duration = Duration::from_secs(10);
+/// ...and otherwise overdue after this many times the latency the run has
+/// seen plus four deviations (TCP's retransmission timeout, stretched: LLM
+/// answers vary with their length far more than round trips do).
+const OVERDUE_FACTOR: f64 = 4.0;
 /// After an outage the pace restarts at this share of what it was...
 const RECOVERY_START: f64 = 0.5;
 /// ...and climbs back to all of it over this long.
@@ -76,6 +82,8 @@ pub struct PaceState {
     concurrency_cap: Option<usize>,
     /// Smoothed latency of good answers, seconds.
     latency: Option<f64>,
+    /// Smoothed mean deviation of that latency, seconds (TCP's RTTVAR).
+    latency_dev: f64,
 }
 
 /// The pace restarting after an outage: a temporary ceiling that climbs back.
@@ -99,6 +107,7 @@ impl PaceState {
             recovery: None,
             concurrency_cap: limits.concurrency.map(|c| c.max(1)),
             latency: None,
+            latency_dev: 0.0,
         }
     }
 
@@ -141,8 +150,14 @@ impl PaceState {
     pub fn on_success(&mut self, now: Instant, latency: Duration, tokens: u64) -> bool {
         let x = latency.as_secs_f64();
         self.latency = Some(match self.latency {
-            Some(prev) => prev * 0.9 + x * 0.1,
-            None => x,
+            Some(prev) => {
+                self.latency_dev = self.latency_dev * 0.75 + (x - prev).abs() * 0.25;
+                prev * 0.9 + x * 0.1
+            }
+            None => {
+                self.latency_dev = x / 2.0;
+                x
+            }
         });
         let mut changed = self.on_provider_up(now);
         changed |= self.requests.on_success(now, 1);
@@ -234,6 +249,18 @@ impl PaceState {
         false
     }
 
+    /// How long a request may be in flight before it stops counting toward
+    /// the concurrency Little's law sizes. A request far past the latency
+    /// the run has seen is most likely hung (accepted and never answered);
+    /// holding its slot until `--timeout` (minutes) would let a few hung
+    /// requests stall the whole run. It still runs to `--timeout`.
+    pub fn overdue_after(&self) -> Duration {
+        let rto = self.latency.unwrap_or(0.0) + 4.0 * self.latency_dev;
+        Duration::try_from_secs_f64(rto * OVERDUE_FACTOR)
+            .unwrap_or(Duration::MAX)
+            .max(OVERDUE_FLOOR)
+    }
+
     /// The recovery ceiling in force after an outage, a second.
     pub fn recovery_rate(&self) -> Option<f64> {
         self.recovery.as_ref().map(|r| r.limiter.rate())
@@ -247,6 +274,15 @@ impl PaceState {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The hard ceiling on requests in flight, overdue ones included: twice
+    /// the concurrency cap (`--concurrency`, else the automatic cap), so that
+    /// hung requests can not pile up without bound.
+    pub fn in_flight_ceiling(&self) -> usize {
+        self.concurrency_cap
+            .unwrap_or(AUTO_CONCURRENCY_CAP)
+            .saturating_mul(2)
     }
 
     /// Requests in flight the pace and the latency call for (Little's law),

@@ -101,7 +101,7 @@ pub enum StopReason {
     Interrupted,
 }
 
-/// Classifies an HTTP answer (see DESIGN.md's Outcome).
+/// Classifies an HTTP answer.
 ///
 /// - 2xx: success.
 /// - 401, 403, and 429 whose error code or type is `insufficient_quota`: stop

@@ -147,7 +147,7 @@ async fn tpm_is_charged_prompt_plus_max_tokens_and_refuses_with_type_tokens() {
     })
     .await;
     let body = chat_body("count me"); // max_tokens 50
-    let charge = estimate_request("/v1/chat/completions", &body).total();
+    let charge = estimate_request(pacer::endpoint::Endpoint::ChatCompletions, &body).total();
     let resp = post(&server, "/chat/completions", &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
@@ -385,7 +385,7 @@ async fn replies_are_deterministic_and_belong_to_their_request() {
         assert_eq!(text, expected_reply("/v1/chat/completions", &body));
         assert_eq!(resp["model"], "gpt-4o-mini");
         assert!(resp["id"].as_str().unwrap().starts_with("chatcmpl-"));
-        let est = estimate_request("/v1/chat/completions", &body);
+        let est = estimate_request(pacer::endpoint::Endpoint::ChatCompletions, &body);
         let usage = &resp["usage"];
         assert_eq!(usage["prompt_tokens"], est.prompt);
         let completion = usage["completion_tokens"].as_u64().unwrap();
@@ -430,7 +430,7 @@ async fn replies_are_deterministic_and_belong_to_their_request() {
     );
     assert_eq!(
         resp["usage"]["input_tokens"],
-        estimate_request("/v1/messages", &body).prompt
+        estimate_request(pacer::endpoint::Endpoint::Messages, &body).prompt
     );
     assert!(resp["usage"]["output_tokens"].as_u64().unwrap() > 0);
     assert_eq!(resp["stop_reason"], "end_turn");
@@ -462,7 +462,7 @@ async fn completions_embeddings_and_models_have_provider_shapes() {
     assert_eq!(resp["data"][1]["embedding"].as_array().unwrap().len(), 8);
     assert_eq!(
         resp["usage"]["prompt_tokens"],
-        estimate_request("/v1/embeddings", &body).prompt
+        estimate_request(pacer::endpoint::Endpoint::Embeddings, &body).prompt
     );
 
     let resp = client()
@@ -651,7 +651,9 @@ async fn stats_count_duplicates_and_the_log_keeps_client_ids() {
     assert_eq!(
         stats.prompt_tokens,
         (0..6).map(|_| 0).sum::<u64>() + {
-            let p = |s: &str| estimate_request("/v1/chat/completions", &chat_body(s)).prompt;
+            let p = |s: &str| {
+                estimate_request(pacer::endpoint::Endpoint::ChatCompletions, &chat_body(s)).prompt
+            };
             3 * p("one") + 2 * p("two") + p("three")
         }
     );

@@ -117,7 +117,12 @@ fn clap_error(e: &clap::Error) -> u8 {
                     Some(ContextValue::String(v)) => v.as_str(),
                     _ => "",
                 };
-                eprintln!("pacer: {flag}: {why}, got {value}");
+                let why = why.to_string();
+                if why.contains(value) {
+                    eprintln!("pacer: {flag}: {why}");
+                } else {
+                    eprintln!("pacer: {flag}: {why}, got {value}");
+                }
             }
         }
         _ => {
@@ -257,6 +262,23 @@ mod tests {
         let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound))
             .context("reading the current folder");
         assert_eq!(error_text(&e), format!("reading the current folder: {os}"));
+    }
+
+    #[test]
+    fn every_flag_has_help() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "pacer {} {} has no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
     }
 
     #[test]

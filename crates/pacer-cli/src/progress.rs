@@ -61,6 +61,8 @@ fn bar() -> ProgressBar {
 
 async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
     let mut tally = Tally::new(Instant::now());
+    // A run that failed before it started has no progress worth a line.
+    let mut started = false;
     let mut tick = interval(BAR_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -68,6 +70,7 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     panic_if_asked();
+                    started = true;
                     tally.apply(Instant::now(), &ev)
                 }
                 None => break,
@@ -75,7 +78,9 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
             _ = tick.tick() => draw(&mut display, &tally.snapshot(Instant::now()), false),
         }
     }
-    draw(&mut display, &tally.snapshot(Instant::now()), true);
+    if started {
+        draw(&mut display, &tally.snapshot(Instant::now()), true);
+    }
     if let Display::Bar(pb) = &display {
         // Leave the bar where it is: a stopped run is not 100%.
         pb.abandon();

@@ -39,7 +39,9 @@ pub fn non_negative_number(s: &str) -> Result<f64, Invalid> {
 pub fn positive_int<T: FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, Invalid> {
     match s.trim().parse::<T>() {
         Ok(v) if v >= T::from(1) => Ok(v),
-        _ => Err(Invalid(format!("must be a whole number of at least 1, got {s}"))),
+        _ => Err(Invalid(format!(
+            "must be a whole number of at least 1, got {s}"
+        ))),
     }
 }
 
@@ -90,7 +92,9 @@ fn check_base_url(s: &str) -> Result<(), &'static str> {
         if let Some(v6) = host_port.strip_prefix('[') {
             match v6.split_once(']') {
                 Some((h, rest)) if rest.is_empty() || rest.starts_with(':') => {
-                    (h, rest.strip_prefix(':'), |c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+                    (h, rest.strip_prefix(':'), |c| {
+                        c.is_ascii_hexdigit() || c == ':' || c == '.'
+                    })
                 }
                 _ => return Err("a malformed IPv6 address"),
             }
@@ -99,7 +103,9 @@ fn check_base_url(s: &str) -> Result<(), &'static str> {
                 Some((h, p)) => (h, Some(p)),
                 None => (host_port, None),
             };
-            (h, p, |c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            (h, p, |c| {
+                c.is_alphanumeric() || matches!(c, '-' | '.' | '_')
+            })
         };
     if host.is_empty() {
         return Err("no host");

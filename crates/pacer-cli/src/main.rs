@@ -152,9 +152,7 @@ fn error_code(e: &anyhow::Error) -> u8 {
         if let Some(pacer_mock::MockError::Bind { source, .. }) = cause.downcast_ref() {
             // The --listen address is taken or not ours to use.
             return match source.kind() {
-                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable => {
-                    exit::USAGE
-                }
+                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable => exit::USAGE,
                 _ => io_code(source),
             };
         }
@@ -168,9 +166,9 @@ fn error_code(e: &anyhow::Error) -> u8 {
 fn store_code(e: &StoreError) -> u8 {
     match e {
         // Each names what the user must do (--restart, --state, upgrade).
-        StoreError::NoWal { .. } | StoreError::TooNew { .. } | StoreError::OutputTruncated { .. } => {
-            exit::USAGE
-        }
+        StoreError::NoWal { .. }
+        | StoreError::TooNew { .. }
+        | StoreError::OutputTruncated { .. } => exit::USAGE,
         StoreError::Io { source, .. } => io_code(source),
         _ => exit::INTERNAL,
     }
@@ -222,7 +220,11 @@ fn install_panic_hook() {
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
         // Start a fresh line when a progress bar may be on this one.
-        let newline = if std::io::stderr().is_terminal() { "\n" } else { "" };
+        let newline = if std::io::stderr().is_terminal() {
+            "\n"
+        } else {
+            ""
+        };
         eprintln!(
             "{newline}pacer hit an internal error (a bug): {what}{place}; the state is safe, rerun to resume"
         );
@@ -307,7 +309,10 @@ mod tests {
             error_code(&anyhow::Error::new(UsageError("x".into())).context("c")),
             exit::USAGE
         );
-        assert_eq!(error_code(&anyhow::anyhow!("something odd")), exit::INTERNAL);
+        assert_eq!(
+            error_code(&anyhow::anyhow!("something odd")),
+            exit::INTERNAL
+        );
         assert_eq!(Outcome::Stopped.code(), exit::STOPPED);
     }
 }

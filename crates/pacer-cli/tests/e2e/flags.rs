@@ -25,7 +25,12 @@ fn refused(env: &Env, out: &Output, name: &str) -> String {
 async fn a_base_url_that_is_not_http_is_refused_before_anything_is_sent() {
     let env = Env::new(MockConfig::default()).await;
     write_batch(env.dir.path(), "jobs.jsonl", 3);
-    for bad in ["not-a-url", "ftp://example.com/v1", "https://", "http://host:port/v1"] {
+    for bad in [
+        "not-a-url",
+        "ftp://example.com/v1",
+        "https://",
+        "http://host:port/v1",
+    ] {
         let out = env.run(&["run", "jobs.jsonl", "--base-url", bad]).await;
         let line = refused(&env, &out, "--base-url");
         assert!(line.contains("http:// or https://"), "{line}");
@@ -169,7 +174,10 @@ async fn logs_and_progress_carry_no_terminal_codes_when_stderr_is_not_a_terminal
     let out = env.run(&["run", "jobs.jsonl"]).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("does not list model"), "a warning was logged: {err}");
+    assert!(
+        err.contains("does not list model"),
+        "a warning was logged: {err}"
+    );
     assert!(!err.contains("\x1b["), "no colour codes: {err:?}");
     assert!(!err.contains('\r'), "no bar redraws: {err:?}");
     assert!(err.contains("pacer: 1/1 done"), "plain progress: {err}");

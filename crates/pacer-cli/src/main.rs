@@ -30,8 +30,12 @@ use pacer::store::StoreError;
 ///   ([`InputError`], [`CostError`], [`UsageError`], the usage variants of
 ///   [`EngineError`] and [`StoreError`], `NotFound`/`PermissionDenied` I/O);
 /// - `70` (EX_SOFTWARE) anything unexpected: a panic (a bug; see
-///   [`diagnostics::install_panic_hook`]), SQLite or file-system failures such as a full
-///   disk, the HTTP client failing to start. The state is safe either way.
+///   [`diagnostics::install_panic_hook`]), SQLite or file-system failures
+///   such as a full disk, the HTTP client failing to start, an error no
+///   library type claims. The state is safe either way.
+///
+/// Parse errors are decided in [`diagnostics::clap_error`] (64, or 0 for
+/// `--help`); errors by [`error_code`], whose first cause pacer knows wins.
 pub mod exit {
     pub const OK: u8 = 0;
     pub const SOME_FAILED: u8 = 1;

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::checks;
 
 /// pacer: make large jobs against LLM APIs finish — paced under every limit,
 /// retried the right way, resumable after any crash, with the bill known.
@@ -10,6 +12,26 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line. `pacer mock`'s flags live in pacer-mock; they
+    /// get the same leading-hyphen treatment here, so `--rpm -5` reaches its
+    /// value parser instead of reading as an unknown flag.
+    pub fn parse_checked() -> Result<Cli, clap::Error> {
+        let mut matches = Cli::command()
+            .mut_subcommand("mock", |mock| {
+                mock.mut_args(|a| {
+                    if a.get_action().takes_values() {
+                        a.allow_negative_numbers(true)
+                    } else {
+                        a
+                    }
+                })
+            })
+            .try_get_matches()?;
+        Cli::from_arg_matches_mut(&mut matches)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,23 +65,11 @@ pub enum ProgressArg {
     None,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    pacer::provider::parse_duration(s)
-        .ok_or_else(|| format!("'{s}' is not a duration (try 30s, 5m, 1m30s, 500ms)"))
-}
-
-fn positive_f64(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number")),
-    }
-}
-
 /// Where requests go and which key they carry.
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
     /// API base URL (default: $OPENAI_BASE_URL, then https://api.openai.com/v1).
-    #[arg(long)]
+    #[arg(long, value_parser = checks::base_url)]
     pub base_url: Option<String>,
     /// The environment variable holding the API key.
     #[arg(long, default_value = "OPENAI_API_KEY")]
@@ -70,13 +80,13 @@ pub struct EndpointArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RateArgs {
     /// Requests per minute.
-    #[arg(long, value_parser = positive_f64)]
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
     pub rpm: Option<f64>,
     /// Requests per second.
-    #[arg(long, value_parser = positive_f64)]
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
     pub rps: Option<f64>,
     /// Tokens per minute (prompt + max_tokens × n, as providers charge).
-    #[arg(long, value_parser = positive_f64)]
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
     pub tpm: Option<f64>,
 }
 
@@ -87,19 +97,19 @@ pub struct InputArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// `max_tokens` for prompt JSONL and folder inputs.
-    #[arg(long)]
+    #[arg(long, value_parser = checks::positive_int::<u64>, allow_negative_numbers = true)]
     pub max_tokens: Option<u64>,
     /// `temperature` for prompt JSONL and folder inputs.
-    #[arg(long)]
+    #[arg(long, value_parser = checks::non_negative_number, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
     /// Prompt template for a folder of documents: fills {text}, {name}, {path}.
     #[arg(long)]
     pub template: Option<PathBuf>,
     /// Split documents longer than this many tokens into chunks.
-    #[arg(long)]
+    #[arg(long, value_parser = checks::positive_int::<u64>, allow_negative_numbers = true)]
     pub split_tokens: Option<u64>,
     /// Tokens repeated from the end of one chunk at the start of the next.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = checks::count::<u64>, allow_negative_numbers = true)]
     pub overlap: u64,
     /// Build Anthropic Messages requests from prompts and documents.
     #[arg(long, value_enum)]
@@ -118,23 +128,23 @@ pub struct RunArgs {
     #[command(flatten)]
     pub rates: RateArgs,
     /// Largest burst of requests under --rpm (default: one minute's worth).
-    #[arg(long, value_parser = positive_f64)]
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
     pub burst: Option<f64>,
     /// Most requests in flight at once (default: sized from the pace and the latency, 50 while no rate is known).
-    #[arg(long)]
+    #[arg(long, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
     pub concurrency: Option<usize>,
     /// Retries per request before its last answer becomes its result.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = checks::count::<u32>, allow_negative_numbers = true)]
     pub max_retries: u32,
     /// While the provider is down (a run of 5xx, 529, timeouts), a request is
     /// failed for good only after failing this long.
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = checks::duration, allow_hyphen_values = true)]
     pub max_retry_time: Duration,
     /// Total time for one attempt.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = checks::duration, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Longest silence between chunks of a streamed answer.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
     pub idle_timeout: Duration,
     /// Stream answers (`stream: true`) and reassemble them.
     #[arg(long)]
@@ -146,7 +156,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub restart: bool,
     /// Stop (resumably) before spending more than this many USD.
-    #[arg(long, value_parser = positive_f64)]
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
     pub max_cost: Option<f64>,
     /// A TOML price table overriding the built-in one.
     #[arg(long)]

@@ -61,21 +61,38 @@ fn bar() -> ProgressBar {
 
 async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
     let mut tally = Tally::new(Instant::now());
+    // A run that failed before it started has no progress worth a line.
+    let mut started = false;
     let mut tick = interval(BAR_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => tally.apply(Instant::now(), &ev),
+                Some(ev) => {
+                    panic_if_asked();
+                    started = true;
+                    tally.apply(Instant::now(), &ev)
+                }
                 None => break,
             },
             _ = tick.tick() => draw(&mut display, &tally.snapshot(Instant::now()), false),
         }
     }
-    draw(&mut display, &tally.snapshot(Instant::now()), true);
+    if started {
+        draw(&mut display, &tally.snapshot(Instant::now()), true);
+    }
     if let Display::Bar(pb) = &display {
         // Leave the bar where it is: a stopped run is not 100%.
         pb.abandon();
+    }
+}
+
+/// Debug builds only: `PACER_TEST_PANIC` makes this task panic, so the e2e
+/// tests can check how the binary answers a bug in a task.
+fn panic_if_asked() {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("PACER_TEST_PANIC").is_some() {
+        panic!("PACER_TEST_PANIC is set");
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod batch;
+mod flags;
 mod inputs;
 mod money;
 mod streams;

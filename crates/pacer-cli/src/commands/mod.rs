@@ -1,0 +1,104 @@
+//! One module a subcommand: turn arguments into library calls, print, and
+//! say how it ended. Errors go back to main.rs, which prints them and picks
+//! the exit status.
+
+pub mod estimate;
+pub mod export;
+pub mod mock;
+pub mod run;
+pub mod status;
+pub mod verify;
+
+use std::fmt;
+use std::path::Path;
+
+use crate::args::{EndpointArgs, InputArgs, ProviderArg};
+use pacer::cost::{CostError, PriceTable};
+use pacer::input::{ProviderHint, SourceOptions};
+
+/// A usage problem found by the binary itself (exit 64); its message is one
+/// sentence.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn source_options(a: &InputArgs) -> SourceOptions {
+    SourceOptions {
+        model: a.model.clone(),
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        template: a.template.clone(),
+        split_tokens: a.split_tokens,
+        overlap: a.overlap,
+        provider: a.provider.map(|p| match p {
+            ProviderArg::Openai => ProviderHint::OpenAi,
+            ProviderArg::Anthropic => ProviderHint::Anthropic,
+        }),
+    }
+}
+
+fn prices(file: Option<&Path>) -> Result<PriceTable, CostError> {
+    let mut table = PriceTable::builtin();
+    if let Some(file) = file {
+        table.load_overrides(file)?;
+    }
+    Ok(table)
+}
+
+/// Where requests go and with which key, from flags and the environment.
+struct Endpoint {
+    key_env: String,
+    key: Option<String>,
+    base_url: Option<String>,
+}
+
+/// Reads the key and the base URL. `--base-url` was checked at parse time; a
+/// base URL from the environment is checked here the same way, naming the
+/// variable.
+fn endpoint(anthropic: bool, args: &EndpointArgs) -> Result<Endpoint, UsageError> {
+    let api_key_env = args.api_key_env.as_str();
+    let key_env = if anthropic && api_key_env == "OPENAI_API_KEY" {
+        "ANTHROPIC_API_KEY"
+    } else {
+        api_key_env
+    }
+    .to_string();
+    let key = std::env::var(&key_env)
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let base_env = if anthropic {
+        "ANTHROPIC_BASE_URL"
+    } else {
+        "OPENAI_BASE_URL"
+    };
+    let base_url = match &args.base_url {
+        Some(url) => Some(url.clone()),
+        None => match std::env::var(base_env).ok().filter(|b| !b.is_empty()) {
+            Some(url) => Some(
+                crate::checks::base_url(&url)
+                    .map_err(|why| UsageError(format!("${base_env} {why}")))?,
+            ),
+            None => None,
+        },
+    };
+    Ok(Endpoint {
+        key_env,
+        key,
+        base_url,
+    })
+}
+
+fn default_base_url(anthropic: bool) -> &'static str {
+    if anthropic {
+        "https://api.anthropic.com/v1"
+    } else {
+        "https://api.openai.com/v1"
+    }
+}

@@ -1,0 +1,166 @@
+//! `pacer run`: send a batch, paced, retried and resumable.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{default_base_url, endpoint, prices, source_options, Endpoint};
+use crate::args::{ProviderArg, RunArgs};
+use crate::progress::Reporter;
+use crate::{exit, Outcome};
+use pacer::engine::{Limits, RunConfig};
+use pacer::retry::RetryPolicy;
+use pacer::transport::{ApiKey, TransportConfig};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&args.input));
+    let state = args.state.clone().unwrap_or_else(|| default_state(&output));
+    let mut cfg = RunConfig::new(args.input.clone(), output, state);
+    cfg.source = source_options(&args.input_args);
+    cfg.prices = prices(args.prices.as_deref())?;
+    cfg.limits = Limits {
+        rpm: args.rates.rpm,
+        rps: args.rates.rps,
+        tpm: args.rates.tpm,
+        burst: args.burst,
+        concurrency: args.concurrency,
+    };
+    cfg.retry = RetryPolicy {
+        max_retries: args.max_retries,
+        ..RetryPolicy::default()
+    };
+    cfg.restart = args.restart;
+    cfg.max_cost = args.max_cost;
+    cfg.verify = !args.no_verify;
+    cfg.max_retry_time = args.max_retry_time;
+
+    let anthropic = args.input_args.provider == Some(ProviderArg::Anthropic);
+    let Endpoint {
+        key_env,
+        key,
+        base_url,
+    } = endpoint(anthropic, &args.endpoint)?;
+
+    // Rehearsal: no key and nowhere to send means the built-in simulator.
+    let simulate = args.simulate || (key.is_none() && base_url.is_none());
+    let mut _mock = None;
+    let (base_url, key) = if simulate {
+        let mock = pacer_mock::MockServer::start(demo_mock_config())
+            .await
+            .context("starting the simulated provider")?;
+        eprintln!(
+            "pacer: no ${key_env} and no --base-url: rehearsing against the built-in simulated provider at {} (rpm 1200, tpm 400000, 2% errors, 1% overloads, ~250 ms latency)",
+            mock.base_url()
+        );
+        let url = mock.base_url();
+        _mock = Some(mock);
+        (url, Some(pacer_mock::DEFAULT_KEY.to_string()))
+    } else {
+        (
+            base_url.unwrap_or_else(|| default_base_url(anthropic).to_string()),
+            key,
+        )
+    };
+    cfg.transport = TransportConfig {
+        base_url,
+        api_key: key.map(ApiKey::new),
+        timeout: args.timeout,
+        idle_timeout: args.idle_timeout,
+        stream: args.stream,
+        ..TransportConfig::default()
+    };
+
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = Reporter::spawn(rx, args.progress);
+    let result = pacer::engine::run(cfg, Some(tx), cancel).await;
+    reporter.finish().await;
+    let report = result?;
+
+    let outcome = outcome(&report);
+    let s = &report.summary;
+    if args.json {
+        let mut v = serde_json::to_value(s)?;
+        v["exit_code"] = serde_json::json!(outcome.code());
+        println!("{v}");
+    } else {
+        crate::progress::print_summary(s);
+    }
+    if let Some(reason) = &report.stop {
+        eprintln!("pacer: stopped: {reason}");
+    }
+    Ok(outcome)
+}
+
+fn outcome(report: &pacer::engine::RunReport) -> Outcome {
+    if report.stop.is_some() || report.summary.pending > 0 {
+        Outcome::Stopped
+    } else if report.summary.failed > 0 {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Done
+    }
+}
+
+/// `requests.jsonl` → `requests.results.jsonl`; a folder `docs/` → `docs.results.jsonl`.
+fn default_output(input: &Path) -> PathBuf {
+    let trimmed = input.components().as_path();
+    let stem = trimmed
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pacer".into());
+    let dir = trimmed.parent().unwrap_or(Path::new(""));
+    dir.join(format!("{stem}.results.jsonl"))
+}
+
+/// `x.results.jsonl` → `x.results.pacer.db`, beside the output.
+fn default_state(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pacer".into());
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    output.with_file_name(format!("{stem}.pacer.db"))
+}
+
+fn demo_mock_config() -> pacer_mock::MockConfig {
+    pacer_mock::MockConfig {
+        rpm: Some(1200),
+        tpm: Some(400_000),
+        error_rate: 0.02,
+        overload_rate: 0.01,
+        latency: 250,
+        latency_tail: true,
+        ..pacer_mock::MockConfig::default()
+    }
+}
+
+/// First Ctrl-C (or SIGTERM): stop admitting, let in-flight work finish, save.
+/// Second: leave at once (the state is safe either way).
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        match term.as_mut() {
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = t.recv() => {},
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!("\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)");
+        cancel.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("pacer: quitting at once; rerun the same command to resume");
+        std::process::exit(exit::STOPPED as i32);
+    });
+}

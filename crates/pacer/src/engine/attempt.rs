@@ -253,6 +253,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, now: Instant, latency: Du
         line,
         error: None,
         prompt_tokens: usage.map(|u| u.prompt_tokens),
+        cached_tokens: usage.map(|u| u.cached_tokens),
         completion_tokens: usage.map(|u| u.completion_tokens),
         cost_usd: cost,
     });
@@ -281,6 +282,7 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>) {
         line,
         error: Some(error),
         prompt_tokens: None,
+        cached_tokens: None,
         completion_tokens: None,
         cost_usd: None,
     });

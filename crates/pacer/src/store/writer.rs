@@ -1,12 +1,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::job_store::sql;
+use super::job_store::{count_to_sql, set_output_len, sql, usd_to_sql};
 use super::{JobStore, RequestState, StoreError};
 
 /// Most commands applied in one transaction.
@@ -28,6 +29,8 @@ pub enum Command {
         line: String,
         error: Option<String>,
         prompt_tokens: Option<u64>,
+        /// Cached prompt tokens (a part of `prompt_tokens`).
+        cached_tokens: Option<u64>,
         completion_tokens: Option<u64>,
         cost_usd: Option<f64>,
     },
@@ -58,31 +61,39 @@ impl Writer {
     /// Starts the writer on `store` (already recovered) appending to `output`.
     /// Each durable finished request is reported on `durable`.
     pub fn start(
-        store: JobStore,
+        mut store: JobStore,
         output: &Path,
         durable: mpsc::UnboundedSender<Durable>,
     ) -> Result<Writer, StoreError> {
+        let io = |e| StoreError::Io {
+            path: output.to_path_buf(),
+            source: e,
+        };
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
+            .mode(0o600)
             .open(output)
-            .map_err(|e| StoreError::Io {
-                path: output.to_path_buf(),
-                source: e,
-            })?;
-        let len = file
-            .metadata()
-            .map_err(|e| StoreError::Io {
-                path: output.to_path_buf(),
-                source: e,
-            })?
-            .len();
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        // The running hash of the durable output, from recovery; hashed here
+        // only if the store was not recovered just before.
+        let hasher = match store.take_output_hash() {
+            Some((hashed, hasher)) if hashed == len => hasher,
+            _ => {
+                let mut hasher = blake3::Hasher::new();
+                std::io::copy(&mut &file, &mut hasher).map_err(io)?;
+                hasher
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = WriterThread {
             store,
             file,
             output: output.to_path_buf(),
             len,
+            hasher,
             rx,
             durable,
         };
@@ -138,6 +149,8 @@ struct WriterThread {
     file: File,
     output: PathBuf,
     len: u64,
+    /// blake3 of the output's first `len` bytes, recorded with `len`.
+    hasher: blake3::Hasher,
     rx: mpsc::UnboundedReceiver<Command>,
     durable: mpsc::UnboundedSender<Durable>,
 }
@@ -186,8 +199,8 @@ impl WriterThread {
                     .map_err(|e| sql(&path, e))?;
                 let mut finish = tx
                     .prepare_cached(
-                        "UPDATE requests SET state = ?2, last_error = ?3,
-                         prompt_tokens = ?4, completion_tokens = ?5, cost_usd = ?6 WHERE idx = ?1",
+                        "UPDATE requests SET state = ?2, last_error = ?3, prompt_tokens = ?4,
+                         completion_tokens = ?5, cost_usd = ?6, cached_tokens = ?7 WHERE idx = ?1",
                     )
                     .map_err(|e| sql(&path, e))?;
                 let mut queue = tx
@@ -208,17 +221,21 @@ impl WriterThread {
                             line,
                             error,
                             prompt_tokens,
+                            cached_tokens,
                             completion_tokens,
                             cost_usd,
                         } => {
+                            // Clamped: a provider's absurd usage must not make
+                            // the state unreadable (sums overflowing i64).
                             let r = finish
                                 .execute(params![
                                     idx,
                                     state as i64,
                                     error,
-                                    prompt_tokens.map(|v| v as i64),
-                                    completion_tokens.map(|v| v as i64),
-                                    cost_usd
+                                    prompt_tokens.map(count_to_sql),
+                                    completion_tokens.map(count_to_sql),
+                                    cost_usd.and_then(usd_to_sql),
+                                    cached_tokens.map(count_to_sql),
                                 ])
                                 .and_then(|_| queue.execute(params![idx, line]));
                             lines.push(line);
@@ -249,6 +266,7 @@ impl WriterThread {
             self.file.write_all(&buf).map_err(io)?;
             self.file.sync_data().map_err(io)?;
             self.len += buf.len() as u64;
+            self.hasher.update(&buf);
 
             let conn = self.store.conn_mut();
             let tx = conn
@@ -261,11 +279,7 @@ impl WriterThread {
                 for d in &finished {
                     written.execute([d.idx]).map_err(|e| sql(&path, e))?;
                 }
-                tx.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'output_len'",
-                    [self.len.to_string()],
-                )
-                .map_err(|e| sql(&path, e))?;
+                set_output_len(&tx, self.len, &self.hasher).map_err(|e| sql(&path, e))?;
             }
             tx.commit().map_err(|e| sql(&path, e))?;
             for d in finished {
@@ -309,6 +323,7 @@ mod tests {
             line: format!("{{\"custom_id\":\"r{idx}\"}}"),
             error: None,
             prompt_tokens: Some(10),
+            cached_tokens: Some(4),
             completion_tokens: Some(3),
             cost_usd: Some(0.5),
         }

@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod batch;
+mod durability;
 mod inputs;
 mod money;
 mod streams;

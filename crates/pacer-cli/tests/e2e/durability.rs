@@ -50,7 +50,10 @@ async fn a_second_run_of_a_running_job_is_refused_naming_the_first() {
 
     let started = Instant::now();
     let second = env.run(&["run", "jobs.jsonl", "--json"]).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "not refused at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not refused at once"
+    );
     assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
     let err = stderr(&second);
     assert!(
@@ -113,10 +116,16 @@ async fn an_output_line_edited_in_place_after_a_crash_is_refused_and_left_alone(
     let err = stderr(&out);
     assert!(
         err.contains("jobs.results.jsonl was changed since pacer wrote it (its first ")
-            && err.contains("bytes differ from what was written): restore it, or rerun with --restart"),
+            && err.contains(
+                "bytes differ from what was written): restore it, or rerun with --restart"
+            ),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&results).unwrap(), edited, "output untouched");
+    assert_eq!(
+        std::fs::read_to_string(&results).unwrap(),
+        edited,
+        "output untouched"
+    );
     assert_eq!(env.chats(), sent, "nothing sent");
 
     // Restored, the job resumes (cutting the crash's partial tail).

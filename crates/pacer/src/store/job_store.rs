@@ -503,15 +503,13 @@ impl JobStore {
         let mut counts = Counts::default();
         let mut stmt = self
             .conn
-            .prepare(
-                &format!(
-                    "SELECT state, COUNT(*), total(min(max(cost_usd, 0), {MAX_USD:.1})), {}, {}, {}
+            .prepare(&format!(
+                "SELECT state, COUNT(*), total(min(max(cost_usd, 0), {MAX_USD:.1})), {}, {}, {}
                      FROM requests GROUP BY state",
-                    bounded_total("prompt_tokens"),
-                    bounded_total("completion_tokens"),
-                    bounded_total("cached_tokens"),
-                ),
-            )
+                bounded_total("prompt_tokens"),
+                bounded_total("completion_tokens"),
+                bounded_total("cached_tokens"),
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {

@@ -194,6 +194,9 @@ mod tests {
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let _lock = JobLock::acquire(&state, now).unwrap();
         let text = std::fs::read_to_string(JobLock::path_for(&state)).unwrap();
-        assert!(text.contains(&format!("\"pid\":{}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("\"pid\":{}", std::process::id())),
+            "{text}"
+        );
     }
 }

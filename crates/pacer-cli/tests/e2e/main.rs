@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod batch;
+mod durability;
 mod flags;
 mod inputs;
 mod money;

@@ -254,6 +254,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, body: Value, usage: Optio
         line,
         error: None,
         prompt_tokens: usage.map(|u| u.prompt_tokens),
+        cached_tokens: usage.map(|u| u.cached_tokens),
         completion_tokens: usage.map(|u| u.completion_tokens),
         cost_usd: cost,
     });
@@ -282,6 +283,7 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>) {
         line,
         error: Some(error),
         prompt_tokens: None,
+        cached_tokens: None,
         completion_tokens: None,
         cost_usd: None,
     });

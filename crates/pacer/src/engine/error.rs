@@ -40,6 +40,6 @@ impl EngineError {
                 | EngineError::InputChanged { .. }
                 | EngineError::OutputExists { .. }
                 | EngineError::Config(_)
-        )
+        ) || matches!(self, EngineError::Store(e) if e.is_usage())
     }
 }

@@ -4,13 +4,16 @@ use std::path::{Path, PathBuf};
 
 use super::{EngineError, RunConfig};
 use crate::input::Source;
-use crate::store::{Counts, JobStore, Recovery, StoreError};
+use crate::store::{Counts, JobLock, JobStore, Recovery, StoreError};
 
 /// The state after start-up, ready for the writer.
 pub(crate) struct Prepared {
     pub store: JobStore,
     pub counts: Counts,
     pub recovery: Recovery,
+    /// The job's lock, held until the run's `Prepared` is dropped (at the end
+    /// of the run, after the writer closed and the summary was read).
+    pub _lock: JobLock,
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), StoreError> {
@@ -39,19 +42,22 @@ fn remove_state(state: &Path) -> Result<(), StoreError> {
 /// Opens the input and the state. A new run validates the whole input into
 /// the store in one transaction before anything is sent: a bad line leaves no
 /// state behind. A recorded run is resumed only if the input is unchanged.
+/// The job's lock is taken first, so a second run of it (even `--restart`)
+/// changes nothing.
 pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
     let source = Source::open(&cfg.input, &cfg.source)?;
-    if cfg.restart {
-        remove_state(&cfg.state)?;
-        remove_if_exists(&cfg.output)?;
-    }
-    let existed = cfg.state.exists();
     if let Some(dir) = cfg.state.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
             path: dir.to_path_buf(),
             source: e,
         })?;
     }
+    let lock = JobLock::acquire(&cfg.state, chrono::Utc::now())?;
+    if cfg.restart {
+        remove_state(&cfg.state)?;
+        remove_if_exists(&cfg.output)?;
+    }
+    let existed = cfg.state.exists();
     let mut store = JobStore::open(&cfg.state)?;
     let fingerprint = source.fingerprint()?;
     if store.is_imported()? {
@@ -106,6 +112,7 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         store,
         counts,
         recovery,
+        _lock: lock,
     })
 }
 

@@ -1,5 +1,7 @@
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -8,7 +10,45 @@ use super::StoreError;
 use crate::input::RequestSpec;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_cached_tokens.sql"),
+];
+
+/// The most tokens recorded for one request (10^12): far above any real
+/// request, and low enough that no sum over a job can overflow. A provider
+/// reporting more (a bug, or a hostile mock) is clamped, never trusted to
+/// fit an SQLite integer.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+/// The most USD recorded for one request; a cost that is not finite is
+/// recorded as unknown.
+pub const MAX_USD: f64 = 1e9;
+
+/// A count as written to SQLite: clamped to [`MAX_TOKENS`].
+pub(super) fn count_to_sql(v: u64) -> i64 {
+    v.min(MAX_TOKENS) as i64
+}
+
+/// A cost as written to SQLite: within `0..=MAX_USD`, or unknown if not finite.
+pub(super) fn usd_to_sql(v: f64) -> Option<f64> {
+    v.is_finite().then(|| v.clamp(0.0, MAX_USD))
+}
+
+/// A count read back; states written before the clamp may hold anything.
+fn count_from_sql(v: i64) -> u64 {
+    v.clamp(0, MAX_TOKENS as i64) as u64
+}
+
+/// A float sum read back as a count (`as` saturates; NaN is 0).
+fn sum_to_count(v: f64) -> u64 {
+    v.max(0.0) as u64
+}
+
+/// An overflow-free sum of a count column: each value bounded (old states
+/// may hold values near 2^63), summed as REAL by `total()`.
+fn bounded_total(col: &str) -> String {
+    format!("total(min(max({col}, 0), {MAX_TOKENS}))")
+}
 
 /// A request's state in the store (the `state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +73,8 @@ pub struct Counts {
     /// Known cost of finished requests, USD.
     pub spent_usd: f64,
     pub prompt_tokens: u64,
+    /// Cached prompt tokens (a part of `prompt_tokens`), where reported.
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
 }
 
@@ -72,6 +114,10 @@ pub struct PendingCursor {
 pub struct JobStore {
     conn: Connection,
     path: PathBuf,
+    /// Set by [`JobStore::recover`]: the output's verified length and the
+    /// hash of those bytes, handed to the writer so it need not read the
+    /// file again.
+    output_hash: Option<(u64, blake3::Hasher)>,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -85,10 +131,28 @@ impl std::fmt::Debug for JobStore {
 impl JobStore {
     /// Opens (creating if needed) the state file, checks WAL, runs migrations.
     pub fn open(path: &Path) -> Result<JobStore, StoreError> {
+        // The state holds prompts and answers: create it owner-only. SQLite
+        // gives its -wal and -shm files the database file's permissions.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
         let conn = Connection::open(path).map_err(|e| sql(path, e))?;
         let store = JobStore {
             conn,
             path: path.to_path_buf(),
+            output_hash: None,
         };
         store.configure()?;
         store.migrate()?;
@@ -249,8 +313,8 @@ impl JobStore {
                         spec.url,
                         spec.body,
                         spec.model,
-                        spec.estimate.prompt as i64,
-                        spec.estimate.max_output as i64,
+                        count_to_sql(spec.estimate.prompt),
+                        count_to_sql(spec.estimate.max_output),
                     ])
                     .map_err(|e| sql(&path, e))?;
                 n += 1;
@@ -272,9 +336,11 @@ impl JobStore {
         Ok(Ok(n))
     }
 
-    /// Crash recovery at start-up: cut the output back to its recorded length,
-    /// append committed lines that never reached it, and return requests that
-    /// were in flight to pending.
+    /// Crash recovery at start-up: check that the output's recorded prefix
+    /// is what pacer wrote (length and hash), cut pacer's own unfinished tail,
+    /// append committed lines that never reached the file, and return
+    /// requests that were in flight to pending. A file changed outside pacer
+    /// is refused and left as it is.
     pub fn recover(&mut self, output: &Path) -> Result<Recovery, StoreError> {
         let path = self.path.clone();
         let io = |e| StoreError::Io {
@@ -285,18 +351,49 @@ impl JobStore {
             .meta("output_len")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut file = OpenOptions::new()
-            .create(true)
+        let recorded_hash = self.meta("output_hash")?;
+        let truncated = |actual| StoreError::OutputTruncated {
+            path: output.to_path_buf(),
+            expected: recorded,
+            actual,
+        };
+        // A missing output with lines recorded is not recreated: refused as is.
+        let mut file = match OpenOptions::new()
+            .create(recorded == 0)
             .read(true)
             .append(true)
+            .mode(0o600)
             .open(output)
-            .map_err(io)?;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(truncated(0)),
+            Err(e) => return Err(io(e)),
+        };
         let actual = file.metadata().map_err(io)?.len();
         if actual < recorded {
-            return Err(StoreError::OutputTruncated {
+            return Err(truncated(actual));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let hashed = std::io::copy(&mut (&file).take(recorded), &mut hasher).map_err(io)?;
+        if hashed < recorded {
+            return Err(truncated(hashed));
+        }
+        // A state from before the hash was kept is checked by length only,
+        // this once; it gets its hash below.
+        if let Some(expected) = recorded_hash {
+            if hasher.finalize().to_hex().as_str() != expected {
+                return Err(StoreError::OutputChanged {
+                    path: output.to_path_buf(),
+                    len: recorded,
+                });
+            }
+        }
+        let queued = self.queued_lines()?;
+        if actual > recorded && !self.tail_is_pacers(&file, &queued).map_err(io)? {
+            return Err(StoreError::OutputForeignTail {
                 path: output.to_path_buf(),
-                expected: recorded,
-                actual,
+                len: recorded,
+                extra: actual - recorded,
             });
         }
         let mut recovery = Recovery {
@@ -312,22 +409,15 @@ impl JobStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql(&path, e))?;
         let mut buf = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare("SELECT line FROM output_queue ORDER BY idx")
-                .map_err(|e| sql(&path, e))?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(|e| sql(&path, e))?;
-            for line in rows {
-                buf.extend_from_slice(line.map_err(|e| sql(&path, e))?.as_bytes());
-                buf.push(b'\n');
-                recovery.rewritten += 1;
-            }
+        for line in &queued {
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            recovery.rewritten += 1;
         }
         if !buf.is_empty() {
             file.write_all(&buf).map_err(io)?;
             file.sync_data().map_err(io)?;
+            hasher.update(&buf);
         }
         let new_len = recorded + buf.len() as u64;
         tx.execute("DELETE FROM output_queue", [])
@@ -340,13 +430,72 @@ impl JobStore {
             [recovery.requeued as i64],
         )
         .map_err(|e| sql(&path, e))?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'output_len'",
-            [new_len.to_string()],
-        )
-        .map_err(|e| sql(&path, e))?;
+        set_output_len(&tx, new_len, &hasher).map_err(|e| sql(&path, e))?;
         tx.commit().map_err(|e| sql(&path, e))?;
+        self.output_hash = Some((new_len, hasher));
         Ok(recovery)
+    }
+
+    /// Output lines committed but not yet recorded as written, in request order.
+    fn queued_lines(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT line FROM output_queue ORDER BY idx")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Whether the bytes after the recorded length (`file` is positioned
+    /// there) are pacer's own unfinished write: complete lines that are in
+    /// the output queue (written, not yet recorded) or that are pacer's
+    /// lines for requests still unfinished (their commit was lost to a power
+    /// loss; they will be sent again), then at most one partial line (a
+    /// crash mid-write). Anything else was written by someone else.
+    fn tail_is_pacers(&self, file: &File, queued: &[String]) -> std::io::Result<bool> {
+        let queued: HashSet<&[u8]> = queued.iter().map(|l| l.as_bytes()).collect();
+        let mut unfinished_ids = HashSet::new();
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            let body = &line[..line.len() - 1];
+            if queued.contains(body) {
+                continue;
+            }
+            match pacer_line_custom_id(body) {
+                Some(id) => unfinished_ids.insert(id),
+                None => return Ok(false),
+            };
+        }
+        if unfinished_ids.is_empty() {
+            return Ok(true);
+        }
+        let unfinished = (|| {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT custom_id FROM requests WHERE state < 2")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut found = 0;
+            for id in rows {
+                if unfinished_ids.contains(&id?) {
+                    found += 1;
+                }
+            }
+            Ok::<_, rusqlite::Error>(found)
+        })()
+        .map_err(std::io::Error::other)?;
+        Ok(unfinished == unfinished_ids.len())
+    }
+
+    /// Hands the hash of the output's verified prefix to the writer.
+    pub(super) fn take_output_hash(&mut self) -> Option<(u64, blake3::Hasher)> {
+        self.output_hash.take()
     }
 
     /// Counts by state, re-sends and spend.
@@ -354,10 +503,13 @@ impl JobStore {
         let mut counts = Counts::default();
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT state, COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)
-                 FROM requests GROUP BY state",
-            )
+            .prepare(&format!(
+                "SELECT state, COUNT(*), total(min(max(cost_usd, 0), {MAX_USD:.1})), {}, {}, {}
+                     FROM requests GROUP BY state",
+                bounded_total("prompt_tokens"),
+                bounded_total("completion_tokens"),
+                bounded_total("cached_tokens"),
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -365,18 +517,22 @@ impl JobStore {
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, f64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
+                    r.get::<_, f64>(3)?,
+                    r.get::<_, f64>(4)?,
+                    r.get::<_, f64>(5)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         for row in rows {
-            let (state, n, cost, prompt, completion) = row.map_err(|e| self.err(e))?;
+            let (state, n, cost, prompt, completion, cached) = row.map_err(|e| self.err(e))?;
             let n = n as u64;
             counts.total += n;
             counts.spent_usd += cost;
-            counts.prompt_tokens += prompt as u64;
-            counts.completion_tokens += completion as u64;
+            counts.prompt_tokens = counts.prompt_tokens.saturating_add(sum_to_count(prompt));
+            counts.completion_tokens = counts
+                .completion_tokens
+                .saturating_add(sum_to_count(completion));
+            counts.cached_tokens = counts.cached_tokens.saturating_add(sum_to_count(cached));
             match state {
                 0 => counts.pending += n,
                 1 => counts.in_flight += n,
@@ -407,12 +563,12 @@ impl JobStore {
                 idx: r.get(0)?,
                 custom_id: r.get(1)?,
                 priority: r.get(2)?,
-                attempts: r.get::<_, i64>(3)? as u32,
+                attempts: r.get::<_, i64>(3)?.clamp(0, u32::MAX as i64) as u32,
                 url: r.get(4)?,
                 body: r.get(5)?,
                 model: r.get(6)?,
-                est_prompt: r.get::<_, i64>(7)? as u64,
-                est_output: r.get::<_, i64>(8)? as u64,
+                est_prompt: count_from_sql(r.get(7)?),
+                est_output: count_from_sql(r.get(8)?),
             })
         };
         let rows = match after {
@@ -448,6 +604,32 @@ impl JobStore {
     pub(super) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
+}
+
+/// Records the output's durable length and the hash of those bytes (in the
+/// caller's transaction, so the two always agree).
+pub(super) fn set_output_len(
+    tx: &rusqlite::Transaction<'_>,
+    len: u64,
+    hasher: &blake3::Hasher,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('output_len', ?1), ('output_hash', ?2)",
+        [len.to_string(), hasher.finalize().to_hex().to_string()],
+    )
+    .map(|_| ())
+}
+
+/// The `custom_id` of a line in pacer's output shape, if `line` is one.
+fn pacer_line_custom_id(line: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let o = v.as_object()?;
+    let pacer_shaped = o.get("id")?.as_str()?.starts_with("batch_req_")
+        && o.contains_key("response")
+        && o.contains_key("error");
+    pacer_shaped
+        .then(|| o.get("custom_id")?.as_str().map(str::to_string))
+        .flatten()
 }
 
 pub(super) fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -492,9 +674,14 @@ impl JobStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT COALESCE(model, ''), COUNT(*), COALESCE(SUM(prompt_tokens), 0),
-                        COALESCE(SUM(completion_tokens), 0), SUM(cost_usd), COUNT(cost_usd)
-                 FROM requests WHERE state = 2 GROUP BY model ORDER BY model",
+                &format!(
+                    "SELECT COALESCE(model, ''), COUNT(*), {}, {}, total(min(max(cost_usd, 0), {MAX_USD:.1})),
+                            COUNT(cost_usd), {}
+                     FROM requests WHERE state = 2 GROUP BY model ORDER BY model",
+                    bounded_total("prompt_tokens"),
+                    bounded_total("completion_tokens"),
+                    bounded_total("cached_tokens"),
+                ),
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -504,9 +691,9 @@ impl JobStore {
                 Ok(crate::cost::ModelSpend {
                     model: r.get(0)?,
                     requests: requests as u64,
-                    prompt_tokens: r.get::<_, i64>(2)? as u64,
-                    cached_tokens: 0,
-                    completion_tokens: r.get::<_, i64>(3)? as u64,
+                    prompt_tokens: sum_to_count(r.get(2)?),
+                    cached_tokens: sum_to_count(r.get(6)?),
+                    completion_tokens: sum_to_count(r.get(3)?),
                     cost_usd: if priced == requests {
                         r.get::<_, Option<f64>>(4)?
                     } else {

@@ -14,19 +14,30 @@
 //!   queue together with the file's new length. After a crash,
 //!   [`JobStore::recover`] cuts the file back to the last recorded length (no
 //!   partial or unrecorded line survives) and appends every line still
-//!   queued. (The queue keeps the requests table at its import size: results
+//!   queued. A blake3 hash of the recorded prefix is kept with its length,
+//!   so a file edited outside pacer is refused instead of resumed; a tail
+//!   pacer did not write is refused too, not silently cut. (The queue keeps the requests table at its import size: results
 //!   stored in it and cleared later left its pages mostly empty.) So the output holds every
 //!   finished request exactly once, and nothing finished is ever sent again.
 //! - **At-least-once for in-flight work.** A request is marked in flight
 //!   (batched) when it is sent; one still in flight at a crash went out but its
 //!   answer was lost, so the next run sends it again and counts it as re-sent.
+//! - **One job, one runner.** [`JobLock`] is an OS lock beside the state
+//!   file, held for the whole run; the kernel drops it when the run dies.
+//! - **Bounded numbers.** Every count written is clamped to [`MAX_TOKENS`]
+//!   and every aggregate is read as a float sum, so absurd usage reported by
+//!   a provider cannot make the state unreadable.
 //! - **Crash recovery at start-up**, schema migrations in SQL files
 //!   (`migrations/`), `now` never read inside: the store keeps no clocks.
 
 mod error;
 mod job_store;
+mod lock;
 mod writer;
 
 pub use error::StoreError;
-pub use job_store::{Counts, JobStore, PendingCursor, PendingRow, Recovery, RequestState};
+pub use job_store::{
+    Counts, JobStore, PendingCursor, PendingRow, Recovery, RequestState, MAX_TOKENS, MAX_USD,
+};
+pub use lock::{JobLock, LockHolder};
 pub use writer::{Command, Durable, Writer};

@@ -1,12 +1,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::job_store::sql;
+use super::job_store::{count_to_sql, set_output_len, sql, usd_to_sql};
 use super::{JobStore, RequestState, StoreError};
 
 /// Most commands applied in one transaction.
@@ -28,6 +29,8 @@ pub enum Command {
         line: String,
         error: Option<String>,
         prompt_tokens: Option<u64>,
+        /// Cached prompt tokens (a part of `prompt_tokens`).
+        cached_tokens: Option<u64>,
         completion_tokens: Option<u64>,
         cost_usd: Option<f64>,
     },
@@ -58,31 +61,39 @@ impl Writer {
     /// Starts the writer on `store` (already recovered) appending to `output`.
     /// Each durable finished request is reported on `durable`.
     pub fn start(
-        store: JobStore,
+        mut store: JobStore,
         output: &Path,
         durable: mpsc::UnboundedSender<Durable>,
     ) -> Result<Writer, StoreError> {
+        let io = |e| StoreError::Io {
+            path: output.to_path_buf(),
+            source: e,
+        };
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
+            .mode(0o600)
             .open(output)
-            .map_err(|e| StoreError::Io {
-                path: output.to_path_buf(),
-                source: e,
-            })?;
-        let len = file
-            .metadata()
-            .map_err(|e| StoreError::Io {
-                path: output.to_path_buf(),
-                source: e,
-            })?
-            .len();
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        // The running hash of the durable output, from recovery; hashed here
+        // only if the store was not recovered just before.
+        let hasher = match store.take_output_hash() {
+            Some((hashed, hasher)) if hashed == len => hasher,
+            _ => {
+                let mut hasher = blake3::Hasher::new();
+                std::io::copy(&mut &file, &mut hasher).map_err(io)?;
+                hasher
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = WriterThread {
             store,
             file,
             output: output.to_path_buf(),
             len,
+            hasher,
             rx,
             durable,
         };
@@ -138,6 +149,8 @@ struct WriterThread {
     file: File,
     output: PathBuf,
     len: u64,
+    /// blake3 of the output's first `len` bytes, recorded with `len`.
+    hasher: blake3::Hasher,
     rx: mpsc::UnboundedReceiver<Command>,
     durable: mpsc::UnboundedSender<Durable>,
 }
@@ -186,8 +199,8 @@ impl WriterThread {
                     .map_err(|e| sql(&path, e))?;
                 let mut finish = tx
                     .prepare_cached(
-                        "UPDATE requests SET state = ?2, last_error = ?3,
-                         prompt_tokens = ?4, completion_tokens = ?5, cost_usd = ?6 WHERE idx = ?1",
+                        "UPDATE requests SET state = ?2, last_error = ?3, prompt_tokens = ?4,
+                         completion_tokens = ?5, cost_usd = ?6, cached_tokens = ?7 WHERE idx = ?1",
                     )
                     .map_err(|e| sql(&path, e))?;
                 let mut queue = tx
@@ -208,17 +221,21 @@ impl WriterThread {
                             line,
                             error,
                             prompt_tokens,
+                            cached_tokens,
                             completion_tokens,
                             cost_usd,
                         } => {
+                            // Clamped: a provider's absurd usage must not make
+                            // the state unreadable (sums overflowing i64).
                             let r = finish
                                 .execute(params![
                                     idx,
                                     state as i64,
                                     error,
-                                    prompt_tokens.map(|v| v as i64),
-                                    completion_tokens.map(|v| v as i64),
-                                    cost_usd
+                                    prompt_tokens.map(count_to_sql),
+                                    completion_tokens.map(count_to_sql),
+                                    cost_usd.and_then(usd_to_sql),
+                                    cached_tokens.map(count_to_sql),
                                 ])
                                 .and_then(|_| queue.execute(params![idx, line]));
                             lines.push(line);
@@ -249,6 +266,7 @@ impl WriterThread {
             self.file.write_all(&buf).map_err(io)?;
             self.file.sync_data().map_err(io)?;
             self.len += buf.len() as u64;
+            self.hasher.update(&buf);
 
             let conn = self.store.conn_mut();
             let tx = conn
@@ -261,11 +279,7 @@ impl WriterThread {
                 for d in &finished {
                     written.execute([d.idx]).map_err(|e| sql(&path, e))?;
                 }
-                tx.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'output_len'",
-                    [self.len.to_string()],
-                )
-                .map_err(|e| sql(&path, e))?;
+                set_output_len(&tx, self.len, &self.hasher).map_err(|e| sql(&path, e))?;
             }
             tx.commit().map_err(|e| sql(&path, e))?;
             for d in finished {
@@ -283,7 +297,7 @@ impl WriterThread {
 mod tests {
     use super::*;
     use crate::input::RequestSpec;
-    use crate::store::{PendingCursor, Recovery};
+    use crate::store::{PendingCursor, Recovery, MAX_TOKENS};
     use crate::tokens::TokenEstimate;
 
     fn spec(i: u64, priority: i64) -> Result<RequestSpec, std::convert::Infallible> {
@@ -309,6 +323,7 @@ mod tests {
             line: format!("{{\"custom_id\":\"r{idx}\"}}"),
             error: None,
             prompt_tokens: Some(10),
+            cached_tokens: Some(4),
             completion_tokens: Some(3),
             cost_usd: Some(0.5),
         }
@@ -491,5 +506,229 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A job of `n` requests with r0 and r1 durable in the output.
+    async fn two_written(n: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let out = dir.path().join("out.jsonl");
+        let mut store = JobStore::open(&db).unwrap();
+        store
+            .import("fp", 0, (0..n).map(|i| spec(i, 0)))
+            .unwrap()
+            .unwrap();
+        store.recover(&out).unwrap();
+        let (dtx, _drx) = mpsc::unbounded_channel();
+        let writer = Writer::start(store, &out, dtx).unwrap();
+        writer.send(finish(0)).unwrap();
+        writer.send(finish(1)).unwrap();
+        writer.close().await.unwrap();
+        (dir, db, out)
+    }
+
+    #[tokio::test]
+    async fn a_line_edited_in_place_is_refused_and_left_as_it_is() {
+        let (_dir, db, out) = two_written(3).await;
+        let edited = std::fs::read_to_string(&out)
+            .unwrap()
+            .replace("\"r1\"", "\"x1\"");
+        std::fs::write(&out, &edited).unwrap();
+        let mut store = JobStore::open(&db).unwrap();
+        let err = store.recover(&out).unwrap_err();
+        assert!(
+            matches!(err, StoreError::OutputChanged { len: 38, .. }),
+            "{err:?}"
+        );
+        assert!(err.is_usage());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("out.jsonl was changed since pacer wrote it (its first 38 bytes differ")
+                && msg.contains("--restart"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), edited);
+    }
+
+    #[tokio::test]
+    async fn foreign_lines_after_the_recorded_end_are_refused_not_cut() {
+        let (_dir, db, out) = two_written(3).await;
+        let mut text = std::fs::read_to_string(&out).unwrap();
+        text.push_str("{\"note\":\"mine\"}\n");
+        std::fs::write(&out, &text).unwrap();
+        let mut store = JobStore::open(&db).unwrap();
+        let err = store.recover(&out).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::OutputForeignTail {
+                    len: 38,
+                    extra: 16,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("truncate -s 38"), "{err}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+    }
+
+    #[tokio::test]
+    async fn pacers_own_unrecorded_tail_is_cut_after_a_crash() {
+        let (_dir, db, out) = two_written(4).await;
+        let before = std::fs::read_to_string(&out).unwrap();
+        // The writer appended r2 (queued) and the start of r3, then died
+        // before recording them.
+        let mut store = JobStore::open(&db).unwrap();
+        store
+            .conn_mut()
+            .execute(
+                "INSERT INTO output_queue (idx, line) VALUES (2, '{\"custom_id\":\"r2\"}')",
+                [],
+            )
+            .unwrap();
+        // And a line of pacer's for r3 whose commit a power loss undid.
+        let r3 = r#"{"id":"batch_req_0","custom_id":"r3","response":null,"error":null}"#;
+        std::fs::write(
+            &out,
+            format!("{before}{{\"custom_id\":\"r2\"}}\n{r3}\n{{\"custom_id\":\"r"),
+        )
+        .unwrap();
+        let rec = store.recover(&out).unwrap();
+        assert_eq!(rec.rewritten, 1);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("{before}{{\"custom_id\":\"r2\"}}\n")
+        );
+        // The recorded hash covers what recovery wrote: a second start agrees.
+        drop(store);
+        let mut store = JobStore::open(&db).unwrap();
+        assert_eq!(store.recover(&out).unwrap(), Recovery::default());
+    }
+
+    #[tokio::test]
+    async fn a_pacer_line_of_a_finished_request_after_the_end_is_foreign() {
+        let (_dir, db, out) = two_written(3).await;
+        let mut text = std::fs::read_to_string(&out).unwrap();
+        // r0 is done and its line is in the prefix: a second copy is not
+        // something pacer's crash can leave.
+        text.push_str(r#"{"id":"batch_req_0","custom_id":"r0","response":null,"error":null}"#);
+        text.push('\n');
+        std::fs::write(&out, &text).unwrap();
+        let mut store = JobStore::open(&db).unwrap();
+        assert!(matches!(
+            store.recover(&out),
+            Err(StoreError::OutputForeignTail { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_state_without_a_hash_is_checked_by_length_once_then_hashed() {
+        let (_dir, db, out) = two_written(3).await;
+        let mut store = JobStore::open(&db).unwrap();
+        // As a state written before the hash was kept.
+        store
+            .conn_mut()
+            .execute("DELETE FROM meta WHERE key = 'output_hash'", [])
+            .unwrap();
+        store.recover(&out).unwrap();
+        assert!(store.meta("output_hash").unwrap().is_some());
+        let text = std::fs::read_to_string(&out).unwrap().replace("r0", "x0");
+        std::fs::write(&out, text).unwrap();
+        assert!(matches!(
+            store.recover(&out),
+            Err(StoreError::OutputChanged { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_writer_keeps_the_hash_of_what_it_appended() {
+        let (_dir, db, out) = two_written(3).await;
+        let store = JobStore::open(&db).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(
+            store.meta("output_hash").unwrap().unwrap(),
+            blake3::hash(&bytes).to_hex().as_str()
+        );
+        assert_eq!(
+            store.meta("output_len").unwrap().unwrap(),
+            bytes.len().to_string()
+        );
+    }
+
+    #[tokio::test]
+    async fn absurd_usage_is_clamped_and_every_read_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let out = dir.path().join("out.jsonl");
+        let mut store = JobStore::open(&db).unwrap();
+        store
+            .import("fp", 0, (0..4).map(|i| spec(i, 0)))
+            .unwrap()
+            .unwrap();
+        store.recover(&out).unwrap();
+        let (dtx, _drx) = mpsc::unbounded_channel();
+        let writer = Writer::start(store, &out, dtx).unwrap();
+        for (idx, tokens) in [(0, u64::MAX), (1, u64::MAX), (2, 1u64 << 63)] {
+            writer
+                .send(Command::Finish {
+                    idx,
+                    state: RequestState::Done,
+                    line: format!("l{idx}"),
+                    error: None,
+                    prompt_tokens: Some(tokens),
+                    cached_tokens: Some(tokens),
+                    completion_tokens: Some(tokens),
+                    cost_usd: Some(f64::INFINITY),
+                })
+                .unwrap();
+        }
+        writer.close().await.unwrap();
+        let mut store = JobStore::open(&db).unwrap();
+        // And a row written by an older pacer, unclamped.
+        store
+            .conn_mut()
+            .execute(
+                "UPDATE requests SET state = 2, prompt_tokens = 9223372036854775807,
+                 completion_tokens = -1, cost_usd = 1.0 WHERE idx = 3",
+                [],
+            )
+            .unwrap();
+        let counts = store.counts().unwrap();
+        assert_eq!(counts.done, 4);
+        assert_eq!(counts.prompt_tokens, 4 * MAX_TOKENS);
+        assert_eq!(counts.cached_tokens, 3 * MAX_TOKENS);
+        assert_eq!(counts.completion_tokens, 3 * MAX_TOKENS);
+        assert!((counts.spent_usd - 1.0).abs() < 1e-9, "{counts:?}");
+        let by_model = store.spend_by_model().unwrap();
+        assert_eq!(by_model.len(), 1);
+        assert_eq!(by_model[0].prompt_tokens, 4 * MAX_TOKENS);
+        // The infinite costs were recorded as unknown, not as infinity.
+        assert_eq!(by_model[0].cost_usd, None);
+        assert_eq!(store.fetch_pending(None, 10).unwrap().len(), 0);
+        assert!(crate::engine::status(&db).is_ok());
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_are_stored_and_summed() {
+        let (_dir, db, _out) = two_written(3).await;
+        let store = JobStore::open(&db).unwrap();
+        assert_eq!(store.counts().unwrap().cached_tokens, 8);
+        assert_eq!(store.spend_by_model().unwrap()[0].cached_tokens, 8);
+    }
+
+    #[tokio::test]
+    async fn the_state_and_output_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, db, out) = two_written(3).await;
+        let _open = JobStore::open(&db).unwrap();
+        let mut wal = db.clone().into_os_string();
+        wal.push("-wal");
+        let mut shm = db.clone().into_os_string();
+        shm.push("-shm");
+        for p in [db.clone(), wal.into(), shm.into(), out] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", p.display());
+        }
     }
 }

@@ -1,0 +1,203 @@
+//! One job, one runner; an output changed outside pacer is refused; files
+//! holding prompts and answers are owner-only.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use pacer_mock::MockConfig;
+
+/// Waits (up to 20 s) until `ok()` holds.
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_a_running_job_is_refused_naming_the_first() {
+    let env = Env::new(MockConfig {
+        latency: 30,
+        ..MockConfig::default()
+    })
+    .await;
+    let input = write_batch(env.dir.path(), "jobs.jsonl", 120);
+    let results = env.path("jobs.results.jsonl");
+    let first = env
+        .pacer()
+        .args(["run", "jobs.jsonl", "--concurrency", "4", "--json"])
+        .spawn()
+        .expect("spawn pacer");
+    let pid = first.id().expect("pid");
+    wait_for("the first run's first results", || lines_in(&results) > 0).await;
+
+    let started = Instant::now();
+    let second = env.run(&["run", "jobs.jsonl", "--json"]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not refused at once"
+    );
+    assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+    let err = stderr(&second);
+    assert!(
+        err.contains("jobs.results.pacer.db is being run by process")
+            && err.contains(&format!("process {pid} on host "))
+            && err.contains("wait for it to finish or stop it"),
+        "{err}"
+    );
+    // Nor may --restart wipe a running job.
+    let restart = env.run(&["run", "jobs.jsonl", "--restart"]).await;
+    assert_eq!(restart.status.code(), Some(2), "{}", stderr(&restart));
+
+    // Status only reads: it works while the run holds the job.
+    let status = env
+        .run(&["status", "jobs.results.pacer.db", "--json"])
+        .await;
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    assert_eq!(summary(&status)["total"].as_u64(), Some(120));
+
+    let out = tokio::time::timeout(Duration::from_secs(60), first.wait_with_output())
+        .await
+        .expect("the first run finished")
+        .expect("pacer ran");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_complete_and_matching(&input, &results);
+    assert_eq!(env.chats(), 120, "each request sent once");
+    // The lock went with the run: the same command now resumes (nothing left).
+    let again = env.run(&["run", "jobs.jsonl", "--json"]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(env.chats(), 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_line_edited_in_place_after_a_crash_is_refused_and_left_alone() {
+    let env = Env::new(MockConfig {
+        latency: 30,
+        ..MockConfig::default()
+    })
+    .await;
+    write_batch(env.dir.path(), "jobs.jsonl", 200);
+    let results = env.path("jobs.results.jsonl");
+    let mut child = env
+        .pacer()
+        .args(["run", "jobs.jsonl", "--concurrency", "4"])
+        .spawn()
+        .expect("spawn pacer");
+    // Many small batches: the first line is long recorded by then.
+    wait_for("20 results", || lines_in(&results) >= 20).await;
+    child.kill().await.expect("SIGKILL");
+    let sent = env.chats();
+
+    let text = std::fs::read_to_string(&results).unwrap();
+    let edited = text.replacen("\"status_code\":200", "\"status_code\":201", 1);
+    assert_ne!(edited, text);
+    assert_eq!(edited.len(), text.len());
+    std::fs::write(&results, &edited).unwrap();
+
+    let out = env.run(&["run", "jobs.jsonl"]).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("jobs.results.jsonl was changed since pacer wrote it (its first ")
+            && err.contains(
+                "bytes differ from what was written): restore it, or rerun with --restart"
+            ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&results).unwrap(),
+        edited,
+        "output untouched"
+    );
+    assert_eq!(env.chats(), sent, "nothing sent");
+
+    // Restored, the job resumes (cutting the crash's partial tail).
+    std::fs::write(&results, &text).unwrap();
+    let out = env.run(&["run", "jobs.jsonl", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_complete_and_matching(&env.path("jobs.jsonl"), &results);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_appended_to_the_output_by_someone_else_are_refused_not_cut() {
+    let env = Env::new(MockConfig::default()).await;
+    write_batch(env.dir.path(), "jobs.jsonl", 10);
+    let results = env.path("jobs.results.jsonl");
+    let out = env.run(&["run", "jobs.jsonl"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The input grows (a resume), and someone else wrote to the output.
+    let mut input = std::fs::read_to_string(env.path("jobs.jsonl")).unwrap();
+    input.push_str(&chat_line("late", 50));
+    input.push('\n');
+    std::fs::write(env.path("jobs.jsonl"), input).unwrap();
+    let mut text = std::fs::read_to_string(&results).unwrap();
+    let len = text.len();
+    text.push_str("{\"mine\":true}\n");
+    std::fs::write(&results, &text).unwrap();
+
+    let out = env.run(&["run", "jobs.jsonl"]).await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("has 14 bytes after the {len} pacer wrote")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&results).unwrap(), text);
+    assert_eq!(env.chats(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_state_and_lock_files_are_owner_only() {
+    let env = Env::new(MockConfig {
+        latency: 30,
+        ..MockConfig::default()
+    })
+    .await;
+    write_batch(env.dir.path(), "jobs.jsonl", 60);
+    let results = env.path("jobs.results.jsonl");
+    let db = env.path("jobs.results.pacer.db");
+    let files = [
+        results.clone(),
+        db.clone(),
+        env.path("jobs.results.pacer.db-wal"),
+        env.path("jobs.results.pacer.db-shm"),
+        env.path("jobs.results.pacer.db.lock"),
+    ];
+    let child = env
+        .pacer()
+        .args(["run", "jobs.jsonl", "--concurrency", "4"])
+        .spawn()
+        .expect("spawn pacer");
+    wait_for("the run's files", || {
+        lines_in(&results) > 0 && files.iter().all(|f| f.exists())
+    })
+    .await;
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the run finished")
+        .expect("pacer ran");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(mode(&results), 0o600);
+    assert_eq!(mode(&db), 0o600);
+    assert!(!files[4].exists(), "the lock file is removed at the end");
+}

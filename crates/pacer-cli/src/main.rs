@@ -131,10 +131,11 @@ fn error_code(e: &anyhow::Error) -> u8 {
 
 fn store_code(e: &StoreError) -> u8 {
     match e {
+        // Another run holds the job: nothing was touched, try again later.
+        StoreError::Locked { .. } => exit::STOPPED,
         // Each names what the user must do (--restart, --state, upgrade).
-        StoreError::NoWal { .. }
-        | StoreError::TooNew { .. }
-        | StoreError::OutputTruncated { .. } => exit::USAGE,
+        e if e.is_usage() => exit::USAGE,
+        StoreError::NoWal { .. } | StoreError::TooNew { .. } => exit::USAGE,
         StoreError::Io { source, .. } => io_code(source),
         _ => exit::INTERNAL,
     }
@@ -213,6 +214,19 @@ mod tests {
             error_code(&anyhow::Error::new(StoreError::WriterGone("x".into()))),
             exit::INTERNAL
         );
+        let locked = StoreError::Locked {
+            state: "x.pacer.db".into(),
+            holder: None,
+        };
+        assert_eq!(
+            error_code(&anyhow::Error::new(EngineError::Store(locked))),
+            exit::STOPPED
+        );
+        let changed = StoreError::OutputChanged {
+            path: "out.jsonl".into(),
+            len: 10,
+        };
+        assert_eq!(error_code(&anyhow::Error::new(changed)), exit::USAGE);
         assert_eq!(
             error_code(&anyhow::Error::new(UsageError("x".into())).context("c")),
             exit::USAGE

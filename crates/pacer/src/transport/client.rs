@@ -10,6 +10,13 @@ use super::ApiKey;
 /// Anthropic's API version header, required on every call.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// The largest answer read by default (64 MiB): far above any real
+/// completion, low enough that a misbehaving server cannot exhaust memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longest wait for a connection (TCP and TLS), capped by the total timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the transport talks to the provider.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -24,6 +31,9 @@ pub struct TransportConfig {
     pub stream: bool,
     /// Most connections kept open per host.
     pub pool_max_idle: usize,
+    /// Largest answer body read, in bytes (a streamed answer counts its raw
+    /// events); a larger answer is [`TransportError::TooLarge`].
+    pub max_response_bytes: u64,
 }
 
 impl Default for TransportConfig {
@@ -35,6 +45,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(60),
             stream: false,
             pool_max_idle: 512,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -56,8 +67,29 @@ pub enum TransportError {
     Timeout(Duration),
     #[error("stream idle for more than {0:?}")]
     IdleTimeout(Duration),
-    #[error("connection failed: {0}")]
+    /// The request never reached a server: refused, no such host, TLS
+    /// handshake failed, or no connection within the connect timeout. Nothing
+    /// was sent, so nothing can have been charged.
+    #[error("could not connect: {0}")]
     Connect(String),
+    /// No connection within the connect timeout: nothing was sent either.
+    #[error("could not connect within {}", short_duration(*.0))]
+    ConnectTimeout(Duration),
+    /// The connection failed after the request was (maybe) written: reset,
+    /// closed before the answer.
+    #[error("the connection failed before an answer: {0}")]
+    Disconnected(String),
+    /// The provider answered 3xx. pacer follows no redirect: a prompt (and
+    /// its key) must never go to an address the user did not give.
+    /// `location` has no userinfo, query or fragment.
+    #[error(
+        "the provider answered {status} redirecting to {location}; pacer follows no redirects: \
+         set --base-url to the final address"
+    )]
+    Redirect { status: u16, location: String },
+    /// The answer was longer than `max_response_bytes`; reading stopped there.
+    #[error("the answer was larger than --max-response-bytes ({limit} bytes)")]
+    TooLarge { limit: u64 },
     #[error("the stream ended before its final event")]
     StreamCut,
     #[error("the stream carried an error: {0}")]
@@ -71,10 +103,26 @@ impl TransportError {
     pub fn code(&self) -> &'static str {
         match self {
             TransportError::Timeout(_) | TransportError::IdleTimeout(_) => "timeout",
-            TransportError::Connect(_) => "connection_error",
+            TransportError::Connect(_)
+            | TransportError::ConnectTimeout(_)
+            | TransportError::Disconnected(_) => "connection_error",
+            TransportError::Redirect { .. } => "redirect",
+            TransportError::TooLarge { .. } => "response_too_large",
             TransportError::StreamCut => "stream_cut",
             TransportError::StreamError(_) => "stream_error",
             TransportError::Other(_) => "transport_error",
+        }
+    }
+
+    /// Why the request never reached a server ("connection refused"), for
+    /// the failures that prove nothing was sent: `None` for all others.
+    pub fn unreached_cause(&self) -> Option<String> {
+        match self {
+            TransportError::Connect(cause) => Some(cause.clone()),
+            TransportError::ConnectTimeout(d) => {
+                Some(format!("no connection within {}", short_duration(*d)))
+            }
+            _ => None,
         }
     }
 }
@@ -90,7 +138,10 @@ impl Transport {
     pub fn new(config: TransportConfig) -> Result<Transport, TransportError> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(config.pool_max_idle)
-            .connect_timeout(Duration::from_secs(30).min(config.timeout))
+            .connect_timeout(CONNECT_TIMEOUT.min(config.timeout))
+            // Following a redirect would send the prompt, and with
+            // Anthropic's x-api-key the key, to another address.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .user_agent(concat!("pacer/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -159,12 +210,22 @@ impl Transport {
         stream_kind: Option<StreamKind>,
     ) -> Result<Answer, TransportError> {
         let fut = async {
-            let resp = req.send().await.map_err(map_reqwest)?;
+            let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
             let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                return Err(TransportError::Redirect {
+                    status,
+                    location: redirect_target(&resp),
+                });
+            }
             let headers = resp.headers().clone();
+            let limit = self.config.max_response_bytes;
+            if resp.content_length().is_some_and(|n| n > limit) {
+                return Err(TransportError::TooLarge { limit });
+            }
             let body = match stream_kind {
                 Some(kind) if (200..300).contains(&status) => self.read_stream(resp, kind).await?,
-                _ => resp.bytes().await.map_err(map_reqwest)?,
+                _ => self.read_body(resp).await?,
             };
             Ok(Answer {
                 status,
@@ -177,12 +238,28 @@ impl Transport {
             .map_err(|_| TransportError::Timeout(self.config.timeout))?
     }
 
+    /// The whole body, counted chunk by chunk against the limit (a chunked
+    /// answer has no Content-Length to check first).
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, TransportError> {
+        let limit = self.config.max_response_bytes;
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_reqwest(e))? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(TransportError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
     async fn read_stream(
         &self,
         mut resp: reqwest::Response,
         kind: StreamKind,
     ) -> Result<Bytes, TransportError> {
         let idle = self.config.idle_timeout;
+        let limit = self.config.max_response_bytes;
+        let mut read: u64 = 0;
         let mut assembler = StreamAssembler::new(kind);
         loop {
             let chunk = tokio::time::timeout(idle, resp.chunk())
@@ -192,16 +269,46 @@ impl Transport {
                     if e.is_body() || e.is_decode() {
                         TransportError::StreamCut
                     } else {
-                        map_reqwest(e)
+                        self.map_reqwest(e)
                     }
                 })?;
             match chunk {
-                Some(bytes) => assembler.push(&bytes).map_err(map_stream)?,
+                Some(bytes) => {
+                    read += bytes.len() as u64;
+                    if read > limit {
+                        return Err(TransportError::TooLarge { limit });
+                    }
+                    assembler.push(&bytes).map_err(map_stream)?
+                }
                 None => break,
             }
         }
         let value = assembler.finish().map_err(map_stream)?;
         Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
+    }
+
+    fn map_reqwest(&self, e: reqwest::Error) -> TransportError {
+        // reqwest's messages name the URL but never headers; the URL goes too,
+        // since a base URL may carry userinfo or a query.
+        let e = e.without_url();
+        if e.is_connect() {
+            // Connect phase only (TCP, DNS, TLS): nothing was sent.
+            if e.is_timeout() {
+                TransportError::ConnectTimeout(CONNECT_TIMEOUT.min(self.config.timeout))
+            } else {
+                TransportError::Connect(connect_cause(&e))
+            }
+        } else if e.is_timeout() {
+            // The client sets no total timeout of its own (the exchange's
+            // tokio timeout is it), so this is only a safety net.
+            TransportError::Timeout(self.config.timeout)
+        } else if e.is_body() || e.is_decode() {
+            TransportError::StreamCut
+        } else if e.is_request() {
+            TransportError::Disconnected(error_chain(&e))
+        } else {
+            TransportError::Other(error_chain(&e))
+        }
     }
 
     fn auth_headers(&self, path: &str) -> HeaderMap {
@@ -278,17 +385,76 @@ fn map_stream(e: StreamError) -> TransportError {
     }
 }
 
-fn map_reqwest(e: reqwest::Error) -> TransportError {
-    // reqwest's messages name the URL but never headers, so no key leaks.
-    let e = e.without_url();
-    if e.is_timeout() {
-        TransportError::Timeout(Duration::ZERO)
-    } else if e.is_connect() || e.is_request() {
-        TransportError::Connect(error_chain(&e))
-    } else if e.is_body() || e.is_decode() {
-        TransportError::StreamCut
+/// Where a 3xx pointed, resolved against the request's URL, without
+/// userinfo, query or fragment (they may hold a key or a signature).
+fn redirect_target(resp: &reqwest::Response) -> String {
+    match resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(loc) => match resp.url().join(loc) {
+            Ok(url) => display_url(url.as_str()),
+            Err(_) => "an unreadable Location".into(),
+        },
+        None => "no Location".into(),
+    }
+}
+
+/// `url` fit to print: no userinfo (`user:key@`), no query, no fragment.
+/// Text that is not a URL is cut at its first `?` or `#` instead.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => {
+            let cut = url.find(['?', '#']).unwrap_or(url.len());
+            let url = &url[..cut];
+            // No scheme to parse by: drop anything up to an `@` too.
+            url.rsplit_once('@').map_or(url, |(_, rest)| rest).to_string()
+        }
+    }
+}
+
+/// The plain cause of a failed connection ("connection refused"), from the
+/// innermost I/O error; else the whole chain.
+fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return "connection refused".into(),
+                ConnectionReset => return "connection reset".into(),
+                TimedOut => return "the connection timed out".into(),
+                _ => {}
+            }
+        }
+        src = err.source();
+    }
+    let chain = error_chain(e);
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        format!("the host name did not resolve ({chain})")
     } else {
-        TransportError::Other(error_chain(&e))
+        chain
+    }
+}
+
+/// `30s`, `2m`, `1m30s`, `1h5m`: whole seconds.
+pub(crate) fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, 0) if d.subsec_millis() > 0 => format!("{}ms", d.subsec_millis()),
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
     }
 }
 

@@ -142,6 +142,7 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
         timeout: args.timeout,
         idle_timeout: args.idle_timeout,
         stream: args.stream,
+        max_response_bytes: args.max_response_bytes,
         ..TransportConfig::default()
     };
 
@@ -237,7 +238,9 @@ pub async fn verify(args: crate::args::VerifyArgs) -> u8 {
     let models: Vec<String> = args.model.iter().cloned().collect();
     let verdict = pacer::engine::verify(&transport, anthropic, &models).await;
     let (code, sentence, limits) = match &verdict {
-        VerifyVerdict::Refused(reason) => (exit::STOPPED, reason.to_string(), None),
+        VerifyVerdict::Refused(reason) | VerifyVerdict::Unreachable(reason) => {
+            (exit::STOPPED, reason.to_string(), None)
+        }
         VerifyVerdict::Inconclusive(why) => (
             exit::STOPPED,
             format!("could not check the key at {base_url}: {why}"),

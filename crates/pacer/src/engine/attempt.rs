@@ -1,5 +1,6 @@
 //! One attempt of one request, and what its answer means.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +16,7 @@ use crate::provider::parse_rate_limit_headers;
 use crate::report::{Event, Summary, Tally};
 use crate::retry::{classify, RetryPolicy, RetryReason, StopReason, Verdict};
 use crate::store::{Command, RequestState};
-use crate::transport::{Answer, Transport, TransportError};
+use crate::transport::{display_url, Answer, Transport, TransportError};
 
 /// Events go to the run's own tally and to the caller's channel, if any.
 #[derive(Debug)]
@@ -92,6 +93,9 @@ pub(crate) struct Ctx {
     /// Pinged whenever budget is settled or released (admission may wait on it).
     pub settled: Notify,
     pub meter: Mutex<CostMeter>,
+    /// A server has been reached in this run (the key check counts). Until
+    /// then a failed connection stops the run at once: the base URL is wrong.
+    pub reached: AtomicBool,
 }
 
 impl Ctx {
@@ -147,6 +151,10 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
     let _permit = permit;
     let now = Instant::now();
     item.attempts += 1;
+    let unreached = result.as_ref().err().and_then(TransportError::unreached_cause);
+    if unreached.is_none() {
+        ctx.reached.store(true, Ordering::Relaxed);
+    }
     match result {
         Ok(answer) => {
             ctx.events.emit(Event::Answered {
@@ -177,6 +185,23 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
                 status: None,
                 latency: now - sent_at,
             });
+            match (&err, unreached) {
+                (TransportError::Redirect { status, location }, _) => {
+                    let reason = StopReason::Redirected {
+                        status: *status,
+                        location: location.clone(),
+                    };
+                    return stop_run(&ctx, item, reason, now);
+                }
+                (TransportError::TooLarge { .. }, _) => {
+                    return finish_failed(&ctx, item, Failure::Transport(&err))
+                }
+                (_, Some(cause)) if !ctx.reached.load(Ordering::Relaxed) => {
+                    let url = display_url(&ctx.transport.endpoint(&item.url));
+                    return stop_run(&ctx, item, StopReason::Unreachable { url, cause }, now);
+                }
+                _ => {}
+            }
             let reason = match &err {
                 TransportError::Timeout(_) | TransportError::IdleTimeout(_) => RetryReason::Timeout,
                 TransportError::StreamCut | TransportError::StreamError(_) => {
@@ -205,6 +230,13 @@ impl Failure<'_> {
                 format!("HTTP {}: {}", a.status, text)
             }
             Failure::Transport(e) => e.to_string(),
+        }
+    }
+
+    fn unreached_cause(&self) -> Option<String> {
+        match self {
+            Failure::Transport(e) => e.unreached_cause(),
+            Failure::Http(_) => None,
         }
     }
 }
@@ -320,6 +352,16 @@ fn retry_or_give_up(
         .failing_since
         .is_some_and(|since| now.saturating_duration_since(since) >= ctx.max_retry_time);
     if (counted && item.retries >= ctx.policy.max_retries) || out_of_time {
+        if let Some(cause) = failure.unreached_cause() {
+            // It never reached a server, so it is not the request's fault:
+            // it stays pending and the run stops, to resume once it can.
+            let waited = item
+                .failing_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+            let url = display_url(&ctx.transport.endpoint(&item.url));
+            let reason = StopReason::UnreachableFor { url, cause, waited };
+            return stop_run(ctx, item, reason, now);
+        }
         // Out of retries: the last answer is the request's result.
         finish_failed(ctx, item, failure);
         return;

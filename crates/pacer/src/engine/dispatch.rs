@@ -87,6 +87,7 @@ pub async fn run(
     }
 
     let mut verified_limits = None;
+    let mut reached = false;
     if cfg.verify && counts.pending > 0 {
         let anthropic = prepared
             .store
@@ -94,7 +95,7 @@ pub async fn run(
             .is_some_and(|u| u.trim_end_matches('/').ends_with("/messages"));
         let models: Vec<String> = prepared.store.models()?.into_iter().flatten().collect();
         match verify(&transport, anthropic, &models).await {
-            VerifyVerdict::Refused(reason) => {
+            VerifyVerdict::Refused(reason) | VerifyVerdict::Unreachable(reason) => {
                 emitter.emit(Event::Stopping {
                     reason: reason.to_string(),
                 });
@@ -112,9 +113,11 @@ pub async fn run(
                     }
                 }
                 verified_limits = Some(limits);
+                reached = true;
             }
             VerifyVerdict::Inconclusive(why) => {
-                tracing::info!("key check inconclusive ({why}); going on")
+                tracing::info!("key check inconclusive ({why}); going on");
+                reached = true;
             }
         }
     }
@@ -136,6 +139,7 @@ pub async fn run(
         budget,
         settled: Notify::new(),
         meter: Mutex::new(CostMeter::new(cfg.prices.clone())),
+        reached: reached.into(),
     });
     if let Some(limits) = verified_limits.filter(|l| !l.is_empty()) {
         ctx.pacer.observe(Instant::now(), &limits);

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::provider::{parse_rate_limit_headers, RateLimitSnapshot};
 use crate::retry::StopReason;
-use crate::transport::{Transport, TransportError};
+use crate::transport::{display_url, Transport, TransportError};
 
 /// What the provider said about the key and the models.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +19,15 @@ pub enum Verdict {
         models: Vec<(String, Option<bool>)>,
         limits: RateLimitSnapshot,
     },
-    /// The key is refused: running would be pointless.
+    /// The key is refused, or the provider redirects elsewhere: running
+    /// would be pointless.
     Refused(StopReason),
-    /// No conclusion (no `/models` endpoint, a server error, no connection):
-    /// the run goes on and finds out from its first answers.
+    /// Nothing answers at the base URL (refused, no such host, TLS failed, no
+    /// connection in time): every request would fail the same way, so the run
+    /// stops before sending any. Holds [`StopReason::Unreachable`].
+    Unreachable(StopReason),
+    /// No conclusion (no `/models` endpoint, a server error, a timeout after
+    /// connecting): the run goes on and finds out from its first answers.
     Inconclusive(String),
 }
 
@@ -30,11 +35,18 @@ pub enum Verdict {
 pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -> Verdict {
     let answer = match transport.get("/v1/models", anthropic).await {
         Ok(a) => a,
-        Err(
-            e
-            @ (TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::Other(_)),
-        ) => return Verdict::Inconclusive(format!("could not reach the provider: {e}")),
-        Err(e) => return Verdict::Inconclusive(e.to_string()),
+        Err(TransportError::Redirect { status, location }) => {
+            return Verdict::Refused(StopReason::Redirected { status, location })
+        }
+        Err(e) => {
+            return match e.unreached_cause() {
+                Some(cause) => Verdict::Unreachable(StopReason::Unreachable {
+                    url: display_url(&transport.endpoint("/v1/models")),
+                    cause,
+                }),
+                None => Verdict::Inconclusive(format!("could not reach the provider: {e}")),
+            }
+        }
     };
     let limits = parse_rate_limit_headers(&answer.headers, SystemTime::now());
     match answer.status {

@@ -405,14 +405,15 @@ fn redirect_target(resp: &reqwest::Response) -> String {
 /// Text that is not a URL is cut at its first `?` or `#` instead.
 pub fn display_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut u) => {
+        Ok(mut u) if u.has_host() => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
             u.set_query(None);
             u.set_fragment(None);
             u.to_string()
         }
-        Err(_) => {
+        // "user:pw@host/v1" parses as scheme "user": treat it as text.
+        _ => {
             let cut = url.find(['?', '#']).unwrap_or(url.len());
             let url = &url[..cut];
             // No scheme to parse by: drop anything up to an `@` too.
@@ -492,6 +493,263 @@ pub fn join_url(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-trick HTTP/1.1 server on 127.0.0.1: every request gets `reply`
+    /// (`None`: the connection is closed once the request is read). It counts
+    /// connections and keeps each request's head.
+    struct Canned {
+        addr: SocketAddr,
+        conns: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Canned {
+        async fn start(reply: Option<Vec<u8>>) -> Canned {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let conns = Arc::new(AtomicUsize::new(0));
+            let heads = Arc::new(Mutex::new(Vec::new()));
+            let (c, h) = (conns.clone(), heads.clone());
+            tokio::spawn(async move {
+                while let Ok((mut sock, _)) = listener.accept().await {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let (h, reply) = (h.clone(), reply.clone());
+                    tokio::spawn(async move {
+                        let head = read_request(&mut sock).await;
+                        h.lock().unwrap().push(head);
+                        if let Some(reply) = reply {
+                            let _ = sock.write_all(&reply).await;
+                        }
+                        let _ = sock.shutdown().await;
+                    });
+                }
+            });
+            Canned { addr, conns, heads }
+        }
+
+        fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// Reads one request (head and Content-Length body, at most 1 MiB).
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while buf.len() < 1 << 20 {
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+            if let Some(end) = head_end {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return head;
+                }
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&buf).to_ascii_lowercase()
+    }
+
+    fn reply(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let mut r = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            r.push_str(&format!("{k}: {v}\r\n"));
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn transport(base_url: String, max_response_bytes: u64, stream: bool) -> Transport {
+        Transport::new(TransportConfig {
+            base_url,
+            api_key: Some(ApiKey::new("sk-planted-key")),
+            timeout: Duration::from_secs(20),
+            stream,
+            max_response_bytes,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_redirect_is_followed_so_no_prompt_or_key_reaches_another_origin() {
+        let b = Canned::start(Some(reply("200 OK", &[("content-length", "2")], b"{}"))).await;
+        let elsewhere = format!(
+            "http://user:secret@{}/v1/chat/completions?api-key=sk-planted-key#f",
+            b.addr
+        );
+        for status in ["301 Moved Permanently", "302 Found", "303 See Other", "307 Temporary Redirect", "308 Permanent Redirect"] {
+            let a = Canned::start(Some(reply(
+                status,
+                &[("location", &elsewhere), ("content-length", "0")],
+                b"",
+            )))
+            .await;
+            let t = transport(a.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
+            let code: u16 = status[..3].parse().unwrap();
+            let want = format!("http://{}/v1/chat/completions", b.addr);
+            // Bearer (OpenAI), x-api-key (Anthropic), and the key check's GET.
+            let results = [
+                t.send("/v1/chat/completions", r#"{"model":"m"}"#, "r1").await,
+                t.send("/v1/messages", r#"{"model":"m"}"#, "r2").await,
+                t.get("/v1/models", true).await,
+                t.get("/v1/models", false).await,
+            ];
+            for r in results {
+                match r {
+                    Err(TransportError::Redirect { status, location }) => {
+                        assert_eq!(status, code);
+                        assert_eq!(location, want);
+                    }
+                    other => panic!("{code}: expected a redirect error, got {other:?}"),
+                }
+            }
+            // The key went to the address given, and nowhere else.
+            let heads = a.heads.lock().unwrap().clone();
+            assert_eq!(heads.len(), 4);
+            assert!(heads[0].contains("authorization: bearer sk-planted-key"));
+            assert!(heads[1].contains("x-api-key: sk-planted-key"));
+        }
+        assert_eq!(b.conns.load(Ordering::SeqCst), 0, "another origin was contacted");
+        let e = TransportError::Redirect {
+            status: 307,
+            location: "http://other.host/v1/chat/completions".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the provider answered 307 redirecting to http://other.host/v1/chat/completions; \
+             pacer follows no redirects: set --base-url to the final address"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relative_redirect_is_named_by_its_full_address() {
+        let a = Canned::start(Some(reply(
+            "308 Permanent Redirect",
+            &[("location", "/openai/v1/chat/completions?sig=x"), ("content-length", "0")],
+            b"",
+        )))
+        .await;
+        let t = transport(a.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert!(
+            matches!(&e, TransportError::Redirect { status: 308, location } if *location == format!("{}/openai/v1/chat/completions", a.url())),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "redirect");
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_limit_are_cut_whether_sized_chunked_or_streamed() {
+        let limit = 1000u64;
+        let body = vec![b'x'; limit as usize + 1];
+        let sized = Canned::start(Some(reply(
+            "200 OK",
+            &[("content-length", &body.len().to_string())],
+            &body,
+        )))
+        .await;
+        // No Content-Length: the body ends when the connection closes.
+        let unsized_ = Canned::start(Some(reply("200 OK", &[], &body))).await;
+        let error = Canned::start(Some(reply("500 Internal Server Error", &[], &body))).await;
+        for server in [&sized, &unsized_, &error] {
+            let t = transport(server.url(), limit, false);
+            let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+            assert!(matches!(e, TransportError::TooLarge { limit: 1000 }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "the answer was larger than --max-response-bytes (1000 bytes)"
+            );
+            assert_eq!(e.code(), "response_too_large");
+            assert_eq!(e.unreached_cause(), None);
+        }
+        // At the limit exactly, the answer is read whole.
+        let at = Canned::start(Some(reply("200 OK", &[], &body[..limit as usize]))).await;
+        let t = transport(at.url(), limit, false);
+        let a = t.send("/v1/chat/completions", "{}", "r").await.unwrap();
+        assert_eq!(a.body.len() as u64, limit);
+        // A stream counts its raw events.
+        let mut events = String::new();
+        while events.len() as u64 <= limit {
+            events.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"}}]}\n\n");
+        }
+        let stream = Canned::start(Some(reply(
+            "200 OK",
+            &[("content-type", "text/event-stream")],
+            events.as_bytes(),
+        )))
+        .await;
+        let t = transport(stream.url(), limit, true);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert!(matches!(e, TransportError::TooLarge { limit: 1000 }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreached_and_a_dropped_one_is_not() {
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = transport(format!("http://{closed}"), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert_eq!(e.unreached_cause().as_deref(), Some("connection refused"), "{e:?}");
+        assert_eq!(e.to_string(), "could not connect: connection refused");
+        assert!(!e.to_string().contains("sk-planted-key"));
+        // Read the request, then hang up without an answer: it may have been
+        // acted on, so it is not "unreached".
+        let hangs_up = Canned::start(None).await;
+        let t = transport(hangs_up.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert!(matches!(e, TransportError::Disconnected(_)), "{e:?}");
+        assert_eq!(e.unreached_cause(), None);
+        assert_eq!(e.code(), "connection_error");
+    }
+
+    #[test]
+    fn a_connect_timeout_says_how_long_it_waited() {
+        let e = TransportError::ConnectTimeout(Duration::from_secs(30));
+        assert_eq!(e.to_string(), "could not connect within 30s");
+        assert_eq!(e.unreached_cause().as_deref(), Some("no connection within 30s"));
+        assert_eq!(
+            TransportError::Timeout(Duration::from_secs(600)).to_string(),
+            "no answer within 600s"
+        );
+    }
+
+    #[test]
+    fn printed_urls_carry_no_userinfo_query_or_fragment() {
+        assert_eq!(
+            display_url("https://user:sk-1@gw.example/v1/models?api-key=sk-1#x"),
+            "https://gw.example/v1/models"
+        );
+        assert_eq!(display_url("http://127.0.0.1:9/v1/models"), "http://127.0.0.1:9/v1/models");
+        assert_eq!(display_url("gw.example/v1?key=1"), "gw.example/v1");
+        assert_eq!(display_url("user:pw@gw.example/v1"), "gw.example/v1");
+    }
+
+    #[test]
+    fn durations_read_short() {
+        let d = |s| short_duration(Duration::from_secs(s));
+        assert_eq!(d(30), "30s");
+        assert_eq!(d(1800), "30m");
+        assert_eq!(d(90), "1m30s");
+        assert_eq!(d(3900), "1h5m");
+        assert_eq!(short_duration(Duration::from_millis(250)), "250ms");
+    }
 
     #[test]
     fn urls_join_without_doubling_v1() {

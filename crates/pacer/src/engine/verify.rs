@@ -77,3 +77,63 @@ pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -
         status => Verdict::Inconclusive(format!("GET /v1/models answered {status}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{ApiKey, TransportConfig};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn transport(base_url: String) -> Transport {
+        Transport::new(TransportConfig {
+            base_url,
+            api_key: Some(ApiKey::new("sk-planted-key")),
+            timeout: Duration::from_secs(20),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_naming_the_url_without_secrets() {
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = transport(format!("http://user:sk-planted-key@{closed}/v1"));
+        let v = verify(&t, false, &[]).await;
+        let Verdict::Unreachable(reason) = v else {
+            panic!("expected unreachable, got {v:?}")
+        };
+        assert_eq!(
+            reason.to_string(),
+            format!("could not connect to http://{closed}/v1/models: connection refused; check --base-url, then rerun the same command")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_refusal_naming_where_it_points() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            // One connection is all the check makes.
+            if let Ok((mut sock, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/v1/models?k=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let v = verify(&transport(format!("http://{addr}/v1")), true, &[]).await;
+        assert_eq!(
+            v,
+            Verdict::Refused(StopReason::Redirected {
+                status: 307,
+                location: "http://127.0.0.1:1/v1/models".into()
+            })
+        );
+    }
+}

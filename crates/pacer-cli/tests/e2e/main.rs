@@ -5,5 +5,6 @@ mod adaptive;
 mod batch;
 mod inputs;
 mod money;
+mod network;
 mod streams;
 mod support;

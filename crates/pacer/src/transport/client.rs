@@ -423,26 +423,37 @@ pub fn display_url(url: &str) -> String {
 }
 
 /// The plain cause of a failed connection ("connection refused"), from the
-/// innermost I/O error; else the whole chain.
+/// innermost error rather than reqwest's layers of "error sending request".
 fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e;
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        // An io::Error's `source()` skips the error it wraps, and connectors
+        // wrap one io::Error in another: look through `get_ref` too.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(e) = io {
             use std::io::ErrorKind::*;
-            match io.kind() {
+            match e.kind() {
                 ConnectionRefused => return "connection refused".into(),
                 ConnectionReset => return "connection reset".into(),
                 TimedOut => return "the connection timed out".into(),
+                // rustls reports a failed handshake as invalid data.
+                InvalidData => return format!("the TLS handshake failed ({e})"),
                 _ => {}
             }
+            io = e.get_ref().and_then(|inner| inner.downcast_ref());
         }
+        innermost = err;
         src = err.source();
     }
-    let chain = error_chain(e);
+    let chain = error_chain(e).to_ascii_lowercase();
+    let inner = innermost.to_string();
     if chain.contains("dns error") || chain.contains("failed to lookup address") {
-        format!("the host name did not resolve ({chain})")
+        format!("the host name did not resolve ({inner})")
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+        format!("the TLS handshake failed ({inner})")
     } else {
-        chain
+        inner
     }
 }
 
@@ -717,6 +728,25 @@ mod tests {
         assert!(matches!(e, TransportError::Disconnected(_)), "{e:?}");
         assert_eq!(e.unreached_cause(), None);
         assert_eq!(e.code(), "connection_error");
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_unreached_and_says_so() {
+        // A plain-HTTP server behind an https:// URL: it answers the
+        // ClientHello with plain text, as such servers do.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut sock, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let t = transport(format!("https://{addr}"), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.get("/v1/models", false).await.unwrap_err();
+        let cause = e.unreached_cause().unwrap_or_default();
+        assert!(cause.starts_with("the TLS handshake failed ("), "{e:?}");
     }
 
     #[test]

@@ -180,11 +180,19 @@ async fn a_redirect_elsewhere_stops_the_run_and_nothing_reaches_the_other_host()
     // The key check (GET /v1/models, with x-api-key: Anthropic lines) meets it first.
     let env = Env::new(MockConfig::default()).await;
     write_anthropic_batch(env.dir.path(), "claude.jsonl", 4);
-    let (out, _) = run_at(&env, &redirector.url(), &["run", "claude.jsonl", "--progress", "none"]).await;
+    let (out, _) = run_at(
+        &env,
+        &redirector.url(),
+        &["run", "claude.jsonl", "--progress", "none"],
+    )
+    .await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(&sentence), "{err}");
-    assert!(!err.contains("token=") && !err.contains("user:pw") && !err.contains(KEY), "{err}");
+    assert!(
+        !err.contains("token=") && !err.contains("user:pw") && !err.contains(KEY),
+        "{err}"
+    );
     assert_eq!(redirector.conns(), 1, "only the key check was sent");
     assert_all_pending(&env, "claude.results.jsonl", 4).await;
 
@@ -194,13 +202,25 @@ async fn a_redirect_elsewhere_stops_the_run_and_nothing_reaches_the_other_host()
     let (out, _) = run_at(
         &env,
         &redirector.url(),
-        &["run", "jobs.jsonl", "--no-verify", "--concurrency", "1", "--progress", "none"],
+        &[
+            "run",
+            "jobs.jsonl",
+            "--no-verify",
+            "--concurrency",
+            "1",
+            "--progress",
+            "none",
+        ],
     )
     .await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(&sentence), "{err}");
-    assert!(redirector.conns() <= 3, "the run went on after the redirect: {}", redirector.conns());
+    assert!(
+        redirector.conns() <= 3,
+        "the run went on after the redirect: {}",
+        redirector.conns()
+    );
     assert_all_pending(&env, "jobs.results.jsonl", 20).await;
 
     assert_eq!(elsewhere.conns(), 0, "the other host received a connection");
@@ -224,7 +244,15 @@ async fn an_answer_over_max_response_bytes_fails_its_request_for_good_once() {
     let (out, _) = run_at(
         &env,
         &server.url(),
-        &["run", "jobs.jsonl", "--no-verify", "--max-response-bytes", &limit.to_string(), "--progress", "none"],
+        &[
+            "run",
+            "jobs.jsonl",
+            "--no-verify",
+            "--max-response-bytes",
+            &limit.to_string(),
+            "--progress",
+            "none",
+        ],
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -273,7 +301,11 @@ async fn nothing_listening_stops_within_seconds_and_everything_stays_pending() {
 async fn a_provider_gone_mid_run_leaves_its_requests_pending_not_failed() {
     // It answers the key check, then stops listening.
     let server = Canned::start(
-        reply("200 OK", &[("content-type", "application/json")], br#"{"data":[]}"#),
+        reply(
+            "200 OK",
+            &[("content-type", "application/json")],
+            br#"{"data":[]}"#,
+        ),
         Some(1),
     )
     .await;
@@ -282,14 +314,26 @@ async fn a_provider_gone_mid_run_leaves_its_requests_pending_not_failed() {
     let (out, took) = run_at(
         &env,
         &server.url(),
-        &["run", "jobs.jsonl", "--max-retries", "1", "--max-retry-time", "5s", "--progress", "none"],
+        &[
+            "run",
+            "jobs.jsonl",
+            "--max-retries",
+            "1",
+            "--max-retry-time",
+            "5s",
+            "--progress",
+            "none",
+        ],
     )
     .await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
     assert!(
-        err.contains(&format!("the provider at {}/v1/chat/completions has been unreachable for", server.url())),
+        err.contains(&format!(
+            "the provider at {}/v1/chat/completions has been unreachable for",
+            server.url()
+        )),
         "{err}"
     );
     assert!(err.contains("(connection refused)"), "{err}");

@@ -151,7 +151,10 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, permit: OwnedSemaphor
     let _permit = permit;
     let now = Instant::now();
     item.attempts += 1;
-    let unreached = result.as_ref().err().and_then(TransportError::unreached_cause);
+    let unreached = result
+        .as_ref()
+        .err()
+        .and_then(TransportError::unreached_cause);
     if unreached.is_none() {
         ctx.reached.store(true, Ordering::Relaxed);
     }

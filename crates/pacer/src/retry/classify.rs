@@ -558,6 +558,8 @@ mod tests {
             all[6].to_string(),
             "could not connect to http://127.0.0.1:9/v1/models: connection refused; check --base-url, then rerun the same command"
         );
-        assert!(all[7].to_string().contains("unreachable for 30m (connection refused)"));
+        assert!(all[7]
+            .to_string()
+            .contains("unreachable for 30m (connection refused)"));
     }
 }

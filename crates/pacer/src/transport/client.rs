@@ -417,7 +417,9 @@ pub fn display_url(url: &str) -> String {
             let cut = url.find(['?', '#']).unwrap_or(url.len());
             let url = &url[..cut];
             // No scheme to parse by: drop anything up to an `@` too.
-            url.rsplit_once('@').map_or(url, |(_, rest)| rest).to_string()
+            url.rsplit_once('@')
+                .map_or(url, |(_, rest)| rest)
+                .to_string()
         }
     }
 }
@@ -450,7 +452,8 @@ fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let inner = innermost.to_string();
     if chain.contains("dns error") || chain.contains("failed to lookup address") {
         format!("the host name did not resolve ({inner})")
-    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    {
         format!("the TLS handshake failed ({inner})")
     } else {
         inner
@@ -603,7 +606,13 @@ mod tests {
             "http://user:secret@{}/v1/chat/completions?api-key=sk-planted-key#f",
             b.addr
         );
-        for status in ["301 Moved Permanently", "302 Found", "303 See Other", "307 Temporary Redirect", "308 Permanent Redirect"] {
+        for status in [
+            "301 Moved Permanently",
+            "302 Found",
+            "303 See Other",
+            "307 Temporary Redirect",
+            "308 Permanent Redirect",
+        ] {
             let a = Canned::start(Some(reply(
                 status,
                 &[("location", &elsewhere), ("content-length", "0")],
@@ -615,7 +624,8 @@ mod tests {
             let want = format!("http://{}/v1/chat/completions", b.addr);
             // Bearer (OpenAI), x-api-key (Anthropic), and the key check's GET.
             let results = [
-                t.send("/v1/chat/completions", r#"{"model":"m"}"#, "r1").await,
+                t.send("/v1/chat/completions", r#"{"model":"m"}"#, "r1")
+                    .await,
                 t.send("/v1/messages", r#"{"model":"m"}"#, "r2").await,
                 t.get("/v1/models", true).await,
                 t.get("/v1/models", false).await,
@@ -635,7 +645,11 @@ mod tests {
             assert!(heads[0].contains("authorization: bearer sk-planted-key"));
             assert!(heads[1].contains("x-api-key: sk-planted-key"));
         }
-        assert_eq!(b.conns.load(Ordering::SeqCst), 0, "another origin was contacted");
+        assert_eq!(
+            b.conns.load(Ordering::SeqCst),
+            0,
+            "another origin was contacted"
+        );
         let e = TransportError::Redirect {
             status: 307,
             location: "http://other.host/v1/chat/completions".into(),
@@ -651,7 +665,10 @@ mod tests {
     async fn a_relative_redirect_is_named_by_its_full_address() {
         let a = Canned::start(Some(reply(
             "308 Permanent Redirect",
-            &[("location", "/openai/v1/chat/completions?sig=x"), ("content-length", "0")],
+            &[
+                ("location", "/openai/v1/chat/completions?sig=x"),
+                ("content-length", "0"),
+            ],
             b"",
         )))
         .await;
@@ -680,7 +697,10 @@ mod tests {
         for server in [&sized, &unsized_, &error] {
             let t = transport(server.url(), limit, false);
             let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
-            assert!(matches!(e, TransportError::TooLarge { limit: 1000 }), "{e:?}");
+            assert!(
+                matches!(e, TransportError::TooLarge { limit: 1000 }),
+                "{e:?}"
+            );
             assert_eq!(
                 e.to_string(),
                 "the answer was larger than --max-response-bytes (1000 bytes)"
@@ -706,7 +726,10 @@ mod tests {
         .await;
         let t = transport(stream.url(), limit, true);
         let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
-        assert!(matches!(e, TransportError::TooLarge { limit: 1000 }), "{e:?}");
+        assert!(
+            matches!(e, TransportError::TooLarge { limit: 1000 }),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]
@@ -715,9 +738,17 @@ mod tests {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap()
         };
-        let t = transport(format!("http://{closed}"), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let t = transport(
+            format!("http://{closed}"),
+            DEFAULT_MAX_RESPONSE_BYTES,
+            false,
+        );
         let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
-        assert_eq!(e.unreached_cause().as_deref(), Some("connection refused"), "{e:?}");
+        assert_eq!(
+            e.unreached_cause().as_deref(),
+            Some("connection refused"),
+            "{e:?}"
+        );
         assert_eq!(e.to_string(), "could not connect: connection refused");
         assert!(!e.to_string().contains("sk-planted-key"));
         // Read the request, then hang up without an answer: it may have been
@@ -753,7 +784,10 @@ mod tests {
     fn a_connect_timeout_says_how_long_it_waited() {
         let e = TransportError::ConnectTimeout(Duration::from_secs(30));
         assert_eq!(e.to_string(), "could not connect within 30s");
-        assert_eq!(e.unreached_cause().as_deref(), Some("no connection within 30s"));
+        assert_eq!(
+            e.unreached_cause().as_deref(),
+            Some("no connection within 30s")
+        );
         assert_eq!(
             TransportError::Timeout(Duration::from_secs(600)).to_string(),
             "no answer within 600s"
@@ -766,7 +800,10 @@ mod tests {
             display_url("https://user:sk-1@gw.example/v1/models?api-key=sk-1#x"),
             "https://gw.example/v1/models"
         );
-        assert_eq!(display_url("http://127.0.0.1:9/v1/models"), "http://127.0.0.1:9/v1/models");
+        assert_eq!(
+            display_url("http://127.0.0.1:9/v1/models"),
+            "http://127.0.0.1:9/v1/models"
+        );
         assert_eq!(display_url("gw.example/v1?key=1"), "gw.example/v1");
         assert_eq!(display_url("user:pw@gw.example/v1"), "gw.example/v1");
     }

@@ -14,9 +14,9 @@ mod client;
 mod key;
 pub mod sse;
 
+pub(crate) use client::short_duration;
 pub use client::{
     display_url, join_url, Answer, Transport, TransportConfig, TransportError,
     DEFAULT_MAX_RESPONSE_BYTES,
 };
-pub(crate) use client::short_duration;
 pub use key::ApiKey;

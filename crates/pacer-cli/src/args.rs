@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Longest silence between chunks of a streamed answer.
     #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
     pub idle_timeout: Duration,
+    /// Largest answer read, in bytes; a larger one fails its request for good.
+    #[arg(long, default_value_t = pacer::transport::DEFAULT_MAX_RESPONSE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_response_bytes: u64,
     /// Stream answers (`stream: true`) and reassemble them.
     #[arg(long)]
     pub stream: bool,

@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         timeout: args.timeout,
         idle_timeout: args.idle_timeout,
         stream: args.stream,
+        max_response_bytes: args.max_response_bytes,
         ..TransportConfig::default()
     };
 

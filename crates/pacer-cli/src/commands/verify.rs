@@ -27,7 +27,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
     let models: Vec<String> = args.model.iter().cloned().collect();
     let verdict = pacer::engine::verify(&transport, anthropic, &models).await;
     let (outcome, sentence, limits) = match &verdict {
-        VerifyVerdict::Refused(reason) => (Outcome::Stopped, reason.to_string(), None),
+        VerifyVerdict::Refused(reason) | VerifyVerdict::Unreachable(reason) => {
+            (Outcome::Stopped, reason.to_string(), None)
+        }
         VerifyVerdict::Inconclusive(why) => (
             Outcome::Stopped,
             format!("could not check the key at {base_url}: {why}"),

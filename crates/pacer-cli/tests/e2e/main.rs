@@ -7,5 +7,6 @@ mod durability;
 mod flags;
 mod inputs;
 mod money;
+mod network;
 mod streams;
 mod support;

@@ -1,5 +1,6 @@
 //! One attempt of one request, and what its answer means.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +15,7 @@ use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::report::{Event, Summary, Tally};
 use crate::retry::{NextStep, Outcome, RetryPolicy, RetryReason, StopReason, Verdict};
 use crate::store::{Command, RequestState};
-use crate::transport::{Answer, Transport, TransportError};
+use crate::transport::{display_url, Answer, Transport, TransportError};
 use serde_json::Value;
 
 /// Events go to the run's own tally and to the caller's channel, if any.
@@ -92,6 +93,9 @@ pub(crate) struct Ctx {
     /// Pinged whenever budget is settled or released (admission may wait on it).
     pub settled: Notify,
     pub meter: Mutex<CostMeter>,
+    /// A server has been reached in this run (the key check counts). Until
+    /// then a failed connection stops the run at once: the base URL is wrong.
+    pub reached: AtomicBool,
 }
 
 impl Ctx {
@@ -165,6 +169,16 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
         ),
         Err(err) => (Outcome::of_error(err, latency), Failure::Transport(err)),
     };
+    let unreached = failure.unreached_cause();
+    if unreached.is_none() {
+        ctx.reached.store(true, Ordering::Relaxed);
+    } else if !ctx.reached.load(Ordering::Relaxed) {
+        // Nothing has answered at the base URL since the run began: a typo
+        // or a tunnel not up. Stop now rather than retry for --max-retry-time.
+        let url = display_url(&ctx.transport.endpoint(&item.url));
+        let cause = unreached.unwrap_or_default();
+        outcome.verdict = Verdict::Stop(StopReason::Unreachable { url, cause });
+    }
     ctx.events.emit(Event::Answered {
         status: result.as_ref().ok().map(|a| a.status),
         latency,
@@ -218,6 +232,13 @@ impl Failure<'_> {
                 format!("HTTP {}: {}", a.status, text)
             }
             Failure::Transport(e) => e.to_string(),
+        }
+    }
+
+    fn unreached_cause(&self) -> Option<String> {
+        match self {
+            Failure::Transport(e) => e.unreached_cause(),
+            Failure::Http(_) => None,
         }
     }
 }
@@ -307,8 +328,20 @@ fn retry_or_give_up(
     );
     let at = match step {
         NextStep::RetryAt(at) => at,
-        // Out of retries: the last answer is the request's result.
-        NextStep::GiveUp => return finish_failed(ctx, item, failure),
+        NextStep::GiveUp => match failure.unreached_cause() {
+            // It never reached a server, so it is not the request's fault:
+            // it stays pending and the run stops, to resume once it can.
+            Some(cause) => {
+                let waited = item
+                    .retry
+                    .waiting_since
+                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+                let url = display_url(&ctx.transport.endpoint(&item.url));
+                return stop_run(ctx, item, StopReason::UnreachableFor { url, cause, waited });
+            }
+            // Out of retries: the last answer is the request's result.
+            None => return finish_failed(ctx, item, failure),
+        },
     };
     ctx.settle(&mut item, None);
     ctx.events.emit(Event::Retrying {

@@ -88,6 +88,7 @@ pub async fn run(
     }
 
     let mut verified_limits = None;
+    let mut reached = false;
     if cfg.verify && counts.pending > 0 {
         let anthropic = prepared
             .store
@@ -95,7 +96,7 @@ pub async fn run(
             .is_some_and(|u| Endpoint::from_path(&u).is_anthropic());
         let models: Vec<String> = prepared.store.models()?.into_iter().flatten().collect();
         match verify(&transport, anthropic, &models).await {
-            VerifyVerdict::Refused(reason) => {
+            VerifyVerdict::Refused(reason) | VerifyVerdict::Unreachable(reason) => {
                 emitter.emit(Event::Stopping {
                     reason: reason.to_string(),
                 });
@@ -113,9 +114,11 @@ pub async fn run(
                     }
                 }
                 verified_limits = Some(limits);
+                reached = true;
             }
             VerifyVerdict::Inconclusive(why) => {
-                tracing::info!("key check inconclusive ({why}); going on")
+                tracing::info!("key check inconclusive ({why}); going on");
+                reached = true;
             }
         }
     }
@@ -137,6 +140,7 @@ pub async fn run(
         budget,
         settled: Notify::new(),
         meter: Mutex::new(CostMeter::new(cfg.prices.clone())),
+        reached: reached.into(),
     });
     if let Some(limits) = verified_limits.filter(|l| !l.is_empty()) {
         ctx.pacer.observe(Instant::now(), &limits);

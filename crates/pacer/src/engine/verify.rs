@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::provider::{parse_rate_limit_headers, RateLimitSnapshot};
 use crate::retry::StopReason;
-use crate::transport::{Transport, TransportError};
+use crate::transport::{display_url, Transport, TransportError};
 
 /// What the provider said about the key and the models.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +19,15 @@ pub enum Verdict {
         models: Vec<(String, Option<bool>)>,
         limits: RateLimitSnapshot,
     },
-    /// The key is refused: running would be pointless.
+    /// The key is refused, or the provider redirects elsewhere: running
+    /// would be pointless.
     Refused(StopReason),
-    /// No conclusion (no `/models` endpoint, a server error, no connection):
-    /// the run goes on and finds out from its first answers.
+    /// Nothing answers at the base URL (refused, no such host, TLS failed, no
+    /// connection in time): every request would fail the same way, so the run
+    /// stops before sending any. Holds [`StopReason::Unreachable`].
+    Unreachable(StopReason),
+    /// No conclusion (no `/models` endpoint, a server error, a timeout after
+    /// connecting): the run goes on and finds out from its first answers.
     Inconclusive(String),
 }
 
@@ -30,11 +35,18 @@ pub enum Verdict {
 pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -> Verdict {
     let answer = match transport.get("/v1/models", anthropic).await {
         Ok(a) => a,
-        Err(
-            e
-            @ (TransportError::Connect(_) | TransportError::Timeout(_) | TransportError::Other(_)),
-        ) => return Verdict::Inconclusive(format!("could not reach the provider: {e}")),
-        Err(e) => return Verdict::Inconclusive(e.to_string()),
+        Err(TransportError::Redirect { status, location }) => {
+            return Verdict::Refused(StopReason::Redirected { status, location })
+        }
+        Err(e) => {
+            return match e.unreached_cause() {
+                Some(cause) => Verdict::Unreachable(StopReason::Unreachable {
+                    url: display_url(&transport.endpoint("/v1/models")),
+                    cause,
+                }),
+                None => Verdict::Inconclusive(format!("could not reach the provider: {e}")),
+            }
+        }
     };
     let limits = parse_rate_limit_headers(&answer.headers, SystemTime::now());
     match answer.status {
@@ -63,5 +75,65 @@ pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -
             Verdict::KeyAccepted { models, limits }
         }
         status => Verdict::Inconclusive(format!("GET /v1/models answered {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{ApiKey, TransportConfig};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn transport(base_url: String) -> Transport {
+        Transport::new(TransportConfig {
+            base_url,
+            api_key: Some(ApiKey::new("sk-planted-key")),
+            timeout: Duration::from_secs(20),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_naming_the_url_without_secrets() {
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = transport(format!("http://user:sk-planted-key@{closed}/v1"));
+        let v = verify(&t, false, &[]).await;
+        let Verdict::Unreachable(reason) = v else {
+            panic!("expected unreachable, got {v:?}")
+        };
+        assert_eq!(
+            reason.to_string(),
+            format!("could not connect to http://{closed}/v1/models: connection refused; check --base-url, then rerun the same command")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_refusal_naming_where_it_points() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            // One connection is all the check makes.
+            if let Ok((mut sock, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/v1/models?k=1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let v = verify(&transport(format!("http://{addr}/v1")), true, &[]).await;
+        assert_eq!(
+            v,
+            Verdict::Refused(StopReason::Redirected {
+                status: 307,
+                location: "http://127.0.0.1:1/v1/models".into()
+            })
+        );
     }
 }

@@ -99,6 +99,23 @@ pub enum StopReason {
     BudgetReached { cap_usd: f64 },
     #[error("the run was interrupted: finished results are saved and rerunning the same command resumes")]
     Interrupted,
+    #[error(
+        "the provider answered {status} redirecting to {location}; pacer follows no redirects: set --base-url \
+         to the final address, then rerun the same command to resume; finished results are saved"
+    )]
+    Redirected { status: u16, location: String },
+    #[error("could not connect to {url}: {cause}; check --base-url, then rerun the same command")]
+    Unreachable { url: String, cause: String },
+    #[error(
+        "the provider at {url} has been unreachable for {} ({cause}): check the network or --base-url, \
+         then rerun the same command to resume; unsent requests stay pending and finished results are saved",
+        crate::transport::short_duration(*.waited)
+    )]
+    UnreachableFor {
+        url: String,
+        cause: String,
+        waited: Duration,
+    },
 }
 
 /// Classifies an HTTP answer.
@@ -511,6 +528,19 @@ mod tests {
             StopReason::InsufficientQuota,
             StopReason::BudgetReached { cap_usd: 12.5 },
             StopReason::Interrupted,
+            StopReason::Redirected {
+                status: 307,
+                location: "http://other.host/v1/chat/completions".into(),
+            },
+            StopReason::Unreachable {
+                url: "http://127.0.0.1:9/v1/models".into(),
+                cause: "connection refused".into(),
+            },
+            StopReason::UnreachableFor {
+                url: "http://127.0.0.1:9/v1/chat/completions".into(),
+                cause: "connection refused".into(),
+                waited: Duration::from_secs(30 * 60),
+            },
         ];
         for r in &all {
             let s = r.to_string();
@@ -521,5 +551,15 @@ mod tests {
             .to_string()
             .starts_with("the API key was rejected (401)"));
         assert!(all[3].to_string().contains("$12.50"));
+        assert!(all[5].to_string().starts_with(
+            "the provider answered 307 redirecting to http://other.host/v1/chat/completions; pacer follows no redirects"
+        ));
+        assert_eq!(
+            all[6].to_string(),
+            "could not connect to http://127.0.0.1:9/v1/models: connection refused; check --base-url, then rerun the same command"
+        );
+        assert!(all[7]
+            .to_string()
+            .contains("unreachable for 30m (connection refused)"));
     }
 }

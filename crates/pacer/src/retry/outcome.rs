@@ -1,6 +1,6 @@
 use std::time::{Duration, SystemTime};
 
-use super::{classify, RetryReason, Verdict};
+use super::{classify, RetryReason, StopReason, Verdict};
 use crate::provider::{parse_rate_limit_headers, RateLimitSnapshot};
 use crate::transport::{Answer, TransportError};
 
@@ -52,10 +52,19 @@ impl Outcome {
     }
 }
 
-/// What a failure without an answer means: all of them are worth another
-/// attempt (the network, not the request, failed).
+/// What a failure without an answer means. Most are worth another attempt
+/// (the network, not the request, failed). A redirect would meet every
+/// request alike, so it stops the run; an answer over the size limit would
+/// be as large again.
 pub fn verdict_of_error(error: &TransportError) -> Verdict {
     Verdict::Retry(match error {
+        TransportError::Redirect { status, location } => {
+            return Verdict::Stop(StopReason::Redirected {
+                status: *status,
+                location: location.clone(),
+            })
+        }
+        TransportError::TooLarge { .. } => return Verdict::Fail,
         TransportError::Timeout(_) | TransportError::IdleTimeout(_) => RetryReason::Timeout,
         TransportError::StreamCut | TransportError::StreamError(_) => RetryReason::StreamCut,
         _ => RetryReason::Connection,
@@ -119,6 +128,16 @@ mod tests {
             verdict_of_error(&TransportError::Connect("refused".into())),
             Verdict::Retry(RetryReason::Connection)
         );
+        let redirect = TransportError::Redirect {
+            status: 307,
+            location: "http://elsewhere/v1".into(),
+        };
+        assert!(matches!(
+            verdict_of_error(&redirect),
+            Verdict::Stop(StopReason::Redirected { status: 307, .. })
+        ));
+        let big = TransportError::TooLarge { limit: 10 };
+        assert_eq!(verdict_of_error(&big), Verdict::Fail);
     }
 
     #[test]

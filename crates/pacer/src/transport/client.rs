@@ -11,6 +11,13 @@ use crate::endpoint::Endpoint;
 /// Anthropic's API version header, required on every call.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// The largest answer read by default (64 MiB): far above any real
+/// completion, low enough that a misbehaving server cannot exhaust memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longest wait for a connection (TCP and TLS), capped by the total timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the transport talks to the provider.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -25,6 +32,9 @@ pub struct TransportConfig {
     pub stream: bool,
     /// Most connections kept open per host.
     pub pool_max_idle: usize,
+    /// Largest answer body read, in bytes (a streamed answer counts its raw
+    /// events); a larger answer is [`TransportError::TooLarge`].
+    pub max_response_bytes: u64,
 }
 
 impl Default for TransportConfig {
@@ -36,6 +46,7 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(60),
             stream: false,
             pool_max_idle: 512,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -57,8 +68,29 @@ pub enum TransportError {
     Timeout(Duration),
     #[error("stream idle for more than {0:?}")]
     IdleTimeout(Duration),
-    #[error("connection failed: {0}")]
+    /// The request never reached a server: refused, no such host, TLS
+    /// handshake failed, or no connection within the connect timeout. Nothing
+    /// was sent, so nothing can have been charged.
+    #[error("could not connect: {0}")]
     Connect(String),
+    /// No connection within the connect timeout: nothing was sent either.
+    #[error("could not connect within {}", short_duration(*.0))]
+    ConnectTimeout(Duration),
+    /// The connection failed after the request was (maybe) written: reset,
+    /// closed before the answer.
+    #[error("the connection failed before an answer: {0}")]
+    Disconnected(String),
+    /// The provider answered 3xx. pacer follows no redirect: a prompt (and
+    /// its key) must never go to an address the user did not give.
+    /// `location` has no userinfo, query or fragment.
+    #[error(
+        "the provider answered {status} redirecting to {location}; pacer follows no redirects: \
+         set --base-url to the final address"
+    )]
+    Redirect { status: u16, location: String },
+    /// The answer was longer than `max_response_bytes`; reading stopped there.
+    #[error("the answer was larger than --max-response-bytes ({limit} bytes)")]
+    TooLarge { limit: u64 },
     #[error("the stream ended before its final event")]
     StreamCut,
     #[error("the stream carried an error: {0}")]
@@ -72,10 +104,26 @@ impl TransportError {
     pub fn code(&self) -> &'static str {
         match self {
             TransportError::Timeout(_) | TransportError::IdleTimeout(_) => "timeout",
-            TransportError::Connect(_) => "connection_error",
+            TransportError::Connect(_)
+            | TransportError::ConnectTimeout(_)
+            | TransportError::Disconnected(_) => "connection_error",
+            TransportError::Redirect { .. } => "redirect",
+            TransportError::TooLarge { .. } => "response_too_large",
             TransportError::StreamCut => "stream_cut",
             TransportError::StreamError(_) => "stream_error",
             TransportError::Other(_) => "transport_error",
+        }
+    }
+
+    /// Why the request never reached a server ("connection refused"), for
+    /// the failures that prove nothing was sent: `None` for all others.
+    pub fn unreached_cause(&self) -> Option<String> {
+        match self {
+            TransportError::Connect(cause) => Some(cause.clone()),
+            TransportError::ConnectTimeout(d) => {
+                Some(format!("no connection within {}", short_duration(*d)))
+            }
+            _ => None,
         }
     }
 }
@@ -91,7 +139,10 @@ impl Transport {
     pub fn new(config: TransportConfig) -> Result<Transport, TransportError> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(config.pool_max_idle)
-            .connect_timeout(Duration::from_secs(30).min(config.timeout))
+            .connect_timeout(CONNECT_TIMEOUT.min(config.timeout))
+            // Following a redirect would send the prompt, and with
+            // Anthropic's x-api-key the key, to another address.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .user_agent(concat!("pacer/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -160,12 +211,22 @@ impl Transport {
         stream_kind: Option<StreamKind>,
     ) -> Result<Answer, TransportError> {
         let fut = async {
-            let resp = req.send().await.map_err(map_reqwest)?;
+            let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
             let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                return Err(TransportError::Redirect {
+                    status,
+                    location: redirect_target(&resp),
+                });
+            }
             let headers = resp.headers().clone();
+            let limit = self.config.max_response_bytes;
+            if resp.content_length().is_some_and(|n| n > limit) {
+                return Err(TransportError::TooLarge { limit });
+            }
             let body = match stream_kind {
                 Some(kind) if (200..300).contains(&status) => self.read_stream(resp, kind).await?,
-                _ => resp.bytes().await.map_err(map_reqwest)?,
+                _ => self.read_body(resp).await?,
             };
             Ok(Answer {
                 status,
@@ -178,12 +239,28 @@ impl Transport {
             .map_err(|_| TransportError::Timeout(self.config.timeout))?
     }
 
+    /// The whole body, counted chunk by chunk against the limit (a chunked
+    /// answer has no Content-Length to check first).
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, TransportError> {
+        let limit = self.config.max_response_bytes;
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_reqwest(e))? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(TransportError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
     async fn read_stream(
         &self,
         mut resp: reqwest::Response,
         kind: StreamKind,
     ) -> Result<Bytes, TransportError> {
         let idle = self.config.idle_timeout;
+        let limit = self.config.max_response_bytes;
+        let mut read: u64 = 0;
         let mut assembler = StreamAssembler::new(kind);
         loop {
             let chunk = tokio::time::timeout(idle, resp.chunk())
@@ -193,16 +270,46 @@ impl Transport {
                     if e.is_body() || e.is_decode() {
                         TransportError::StreamCut
                     } else {
-                        map_reqwest(e)
+                        self.map_reqwest(e)
                     }
                 })?;
             match chunk {
-                Some(bytes) => assembler.push(&bytes).map_err(map_stream)?,
+                Some(bytes) => {
+                    read += bytes.len() as u64;
+                    if read > limit {
+                        return Err(TransportError::TooLarge { limit });
+                    }
+                    assembler.push(&bytes).map_err(map_stream)?
+                }
                 None => break,
             }
         }
         let value = assembler.finish().map_err(map_stream)?;
         Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
+    }
+
+    fn map_reqwest(&self, e: reqwest::Error) -> TransportError {
+        // reqwest's messages name the URL but never headers; the URL goes too,
+        // since a base URL may carry userinfo or a query.
+        let e = e.without_url();
+        if e.is_connect() {
+            // Connect phase only (TCP, DNS, TLS): nothing was sent.
+            if e.is_timeout() {
+                TransportError::ConnectTimeout(CONNECT_TIMEOUT.min(self.config.timeout))
+            } else {
+                TransportError::Connect(connect_cause(&e))
+            }
+        } else if e.is_timeout() {
+            // The client sets no total timeout of its own (the exchange's
+            // tokio timeout is it), so this is only a safety net.
+            TransportError::Timeout(self.config.timeout)
+        } else if e.is_body() || e.is_decode() {
+            TransportError::StreamCut
+        } else if e.is_request() {
+            TransportError::Disconnected(error_chain(&e))
+        } else {
+            TransportError::Other(error_chain(&e))
+        }
     }
 
     fn auth_headers(&self, anthropic: bool) -> HeaderMap {
@@ -259,17 +366,91 @@ fn map_stream(e: StreamError) -> TransportError {
     }
 }
 
-fn map_reqwest(e: reqwest::Error) -> TransportError {
-    // reqwest's messages name the URL but never headers, so no key leaks.
-    let e = e.without_url();
-    if e.is_timeout() {
-        TransportError::Timeout(Duration::ZERO)
-    } else if e.is_connect() || e.is_request() {
-        TransportError::Connect(error_chain(&e))
-    } else if e.is_body() || e.is_decode() {
-        TransportError::StreamCut
+/// Where a 3xx pointed, resolved against the request's URL, without
+/// userinfo, query or fragment (they may hold a key or a signature).
+fn redirect_target(resp: &reqwest::Response) -> String {
+    match resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(loc) => match resp.url().join(loc) {
+            Ok(url) => display_url(url.as_str()),
+            Err(_) => "an unreadable Location".into(),
+        },
+        None => "no Location".into(),
+    }
+}
+
+/// `url` fit to print: no userinfo (`user:key@`), no query, no fragment.
+/// Text that is not a URL is cut at its first `?` or `#` instead.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.has_host() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        // "user:pw@host/v1" parses as scheme "user": treat it as text.
+        _ => {
+            let cut = url.find(['?', '#']).unwrap_or(url.len());
+            let url = &url[..cut];
+            // No scheme to parse by: drop anything up to an `@` too.
+            url.rsplit_once('@')
+                .map_or(url, |(_, rest)| rest)
+                .to_string()
+        }
+    }
+}
+
+/// The plain cause of a failed connection ("connection refused"), from the
+/// innermost error rather than reqwest's layers of "error sending request".
+fn connect_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        // An io::Error's `source()` skips the error it wraps, and connectors
+        // wrap one io::Error in another: look through `get_ref` too.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(e) = io {
+            use std::io::ErrorKind::*;
+            match e.kind() {
+                ConnectionRefused => return "connection refused".into(),
+                ConnectionReset => return "connection reset".into(),
+                TimedOut => return "the connection timed out".into(),
+                // rustls reports a failed handshake as invalid data.
+                InvalidData => return format!("the TLS handshake failed ({e})"),
+                _ => {}
+            }
+            io = e.get_ref().and_then(|inner| inner.downcast_ref());
+        }
+        innermost = err;
+        src = err.source();
+    }
+    let chain = error_chain(e).to_ascii_lowercase();
+    let inner = innermost.to_string();
+    if chain.contains("dns error") || chain.contains("failed to lookup address") {
+        format!("the host name did not resolve ({inner})")
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    {
+        format!("the TLS handshake failed ({inner})")
     } else {
-        TransportError::Other(error_chain(&e))
+        inner
+    }
+}
+
+/// `30s`, `2m`, `1m30s`, `1h5m`: whole seconds.
+pub(crate) fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, 0) if d.subsec_millis() > 0 => format!("{}ms", d.subsec_millis()),
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
     }
 }
 
@@ -307,6 +488,316 @@ pub fn join_url(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-trick HTTP/1.1 server on 127.0.0.1: every request gets `reply`
+    /// (`None`: the connection is closed once the request is read). It counts
+    /// connections and keeps each request's head.
+    struct Canned {
+        addr: SocketAddr,
+        conns: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Canned {
+        async fn start(reply: Option<Vec<u8>>) -> Canned {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let conns = Arc::new(AtomicUsize::new(0));
+            let heads = Arc::new(Mutex::new(Vec::new()));
+            let (c, h) = (conns.clone(), heads.clone());
+            tokio::spawn(async move {
+                while let Ok((mut sock, _)) = listener.accept().await {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let (h, reply) = (h.clone(), reply.clone());
+                    tokio::spawn(async move {
+                        let head = read_request(&mut sock).await;
+                        h.lock().unwrap().push(head);
+                        if let Some(reply) = reply {
+                            let _ = sock.write_all(&reply).await;
+                        }
+                        let _ = sock.shutdown().await;
+                    });
+                }
+            });
+            Canned { addr, conns, heads }
+        }
+
+        fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// Reads one request (head and Content-Length body, at most 1 MiB).
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while buf.len() < 1 << 20 {
+            let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+            if let Some(end) = head_end {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return head;
+                }
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&buf).to_ascii_lowercase()
+    }
+
+    fn reply(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+        let mut r = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            r.push_str(&format!("{k}: {v}\r\n"));
+        }
+        r.push_str("\r\n");
+        let mut r = r.into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn transport(base_url: String, max_response_bytes: u64, stream: bool) -> Transport {
+        Transport::new(TransportConfig {
+            base_url,
+            api_key: Some(ApiKey::new("sk-planted-key")),
+            timeout: Duration::from_secs(20),
+            stream,
+            max_response_bytes,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_redirect_is_followed_so_no_prompt_or_key_reaches_another_origin() {
+        let b = Canned::start(Some(reply("200 OK", &[("content-length", "2")], b"{}"))).await;
+        let elsewhere = format!(
+            "http://user:secret@{}/v1/chat/completions?api-key=sk-planted-key#f",
+            b.addr
+        );
+        for status in [
+            "301 Moved Permanently",
+            "302 Found",
+            "303 See Other",
+            "307 Temporary Redirect",
+            "308 Permanent Redirect",
+        ] {
+            let a = Canned::start(Some(reply(
+                status,
+                &[("location", &elsewhere), ("content-length", "0")],
+                b"",
+            )))
+            .await;
+            let t = transport(a.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
+            let code: u16 = status[..3].parse().unwrap();
+            let want = format!("http://{}/v1/chat/completions", b.addr);
+            // Bearer (OpenAI), x-api-key (Anthropic), and the key check's GET.
+            let results = [
+                t.send("/v1/chat/completions", r#"{"model":"m"}"#, "r1")
+                    .await,
+                t.send("/v1/messages", r#"{"model":"m"}"#, "r2").await,
+                t.get("/v1/models", true).await,
+                t.get("/v1/models", false).await,
+            ];
+            for r in results {
+                match r {
+                    Err(TransportError::Redirect { status, location }) => {
+                        assert_eq!(status, code);
+                        assert_eq!(location, want);
+                    }
+                    other => panic!("{code}: expected a redirect error, got {other:?}"),
+                }
+            }
+            // The key went to the address given, and nowhere else.
+            let heads = a.heads.lock().unwrap().clone();
+            assert_eq!(heads.len(), 4);
+            assert!(heads[0].contains("authorization: bearer sk-planted-key"));
+            assert!(heads[1].contains("x-api-key: sk-planted-key"));
+        }
+        assert_eq!(
+            b.conns.load(Ordering::SeqCst),
+            0,
+            "another origin was contacted"
+        );
+        let e = TransportError::Redirect {
+            status: 307,
+            location: "http://other.host/v1/chat/completions".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the provider answered 307 redirecting to http://other.host/v1/chat/completions; \
+             pacer follows no redirects: set --base-url to the final address"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relative_redirect_is_named_by_its_full_address() {
+        let a = Canned::start(Some(reply(
+            "308 Permanent Redirect",
+            &[
+                ("location", "/openai/v1/chat/completions?sig=x"),
+                ("content-length", "0"),
+            ],
+            b"",
+        )))
+        .await;
+        let t = transport(a.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert!(
+            matches!(&e, TransportError::Redirect { status: 308, location } if *location == format!("{}/openai/v1/chat/completions", a.url())),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "redirect");
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_limit_are_cut_whether_sized_chunked_or_streamed() {
+        let limit = 1000u64;
+        let body = vec![b'x'; limit as usize + 1];
+        let sized = Canned::start(Some(reply(
+            "200 OK",
+            &[("content-length", &body.len().to_string())],
+            &body,
+        )))
+        .await;
+        // No Content-Length: the body ends when the connection closes.
+        let unsized_ = Canned::start(Some(reply("200 OK", &[], &body))).await;
+        let error = Canned::start(Some(reply("500 Internal Server Error", &[], &body))).await;
+        for server in [&sized, &unsized_, &error] {
+            let t = transport(server.url(), limit, false);
+            let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+            assert!(
+                matches!(e, TransportError::TooLarge { limit: 1000 }),
+                "{e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                "the answer was larger than --max-response-bytes (1000 bytes)"
+            );
+            assert_eq!(e.code(), "response_too_large");
+            assert_eq!(e.unreached_cause(), None);
+        }
+        // At the limit exactly, the answer is read whole.
+        let at = Canned::start(Some(reply("200 OK", &[], &body[..limit as usize]))).await;
+        let t = transport(at.url(), limit, false);
+        let a = t.send("/v1/chat/completions", "{}", "r").await.unwrap();
+        assert_eq!(a.body.len() as u64, limit);
+        // A stream counts its raw events.
+        let mut events = String::new();
+        while events.len() as u64 <= limit {
+            events.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"}}]}\n\n");
+        }
+        let stream = Canned::start(Some(reply(
+            "200 OK",
+            &[("content-type", "text/event-stream")],
+            events.as_bytes(),
+        )))
+        .await;
+        let t = transport(stream.url(), limit, true);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert!(
+            matches!(e, TransportError::TooLarge { limit: 1000 }),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreached_and_a_dropped_one_is_not() {
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = transport(
+            format!("http://{closed}"),
+            DEFAULT_MAX_RESPONSE_BYTES,
+            false,
+        );
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert_eq!(
+            e.unreached_cause().as_deref(),
+            Some("connection refused"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "could not connect: connection refused");
+        assert!(!e.to_string().contains("sk-planted-key"));
+        // Read the request, then hang up without an answer: it may have been
+        // acted on, so it is not "unreached".
+        let hangs_up = Canned::start(None).await;
+        let t = transport(hangs_up.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        assert!(matches!(e, TransportError::Disconnected(_)), "{e:?}");
+        assert_eq!(e.unreached_cause(), None);
+        assert_eq!(e.code(), "connection_error");
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_unreached_and_says_so() {
+        // A plain-HTTP server behind an https:// URL: it answers the
+        // ClientHello with plain text, as such servers do.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut sock, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let t = transport(format!("https://{addr}"), DEFAULT_MAX_RESPONSE_BYTES, false);
+        let e = t.get("/v1/models", false).await.unwrap_err();
+        let cause = e.unreached_cause().unwrap_or_default();
+        assert!(cause.starts_with("the TLS handshake failed ("), "{e:?}");
+    }
+
+    #[test]
+    fn a_connect_timeout_says_how_long_it_waited() {
+        let e = TransportError::ConnectTimeout(Duration::from_secs(30));
+        assert_eq!(e.to_string(), "could not connect within 30s");
+        assert_eq!(
+            e.unreached_cause().as_deref(),
+            Some("no connection within 30s")
+        );
+        assert_eq!(
+            TransportError::Timeout(Duration::from_secs(600)).to_string(),
+            "no answer within 600s"
+        );
+    }
+
+    #[test]
+    fn printed_urls_carry_no_userinfo_query_or_fragment() {
+        assert_eq!(
+            display_url("https://user:sk-1@gw.example/v1/models?api-key=sk-1#x"),
+            "https://gw.example/v1/models"
+        );
+        assert_eq!(
+            display_url("http://127.0.0.1:9/v1/models"),
+            "http://127.0.0.1:9/v1/models"
+        );
+        assert_eq!(display_url("gw.example/v1?key=1"), "gw.example/v1");
+        assert_eq!(display_url("user:pw@gw.example/v1"), "gw.example/v1");
+    }
+
+    #[test]
+    fn durations_read_short() {
+        let d = |s| short_duration(Duration::from_secs(s));
+        assert_eq!(d(30), "30s");
+        assert_eq!(d(1800), "30m");
+        assert_eq!(d(90), "1m30s");
+        assert_eq!(d(3900), "1h5m");
+        assert_eq!(short_duration(Duration::from_millis(250)), "250ms");
+    }
 
     #[test]
     fn urls_join_without_doubling_v1() {

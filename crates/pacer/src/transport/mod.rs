@@ -7,10 +7,16 @@
 //! Streams are reassembled ([`sse`]) into the body a non-streamed call would
 //! have returned, so the output has one shape whatever the mode. A stream
 //! that ends without its final event is an error to retry, never a success.
+//! No redirect is followed (a 3xx is [`TransportError::Redirect`]) and no
+//! answer is read past `max_response_bytes`.
 
 mod client;
 mod key;
 pub mod sse;
 
-pub use client::{join_url, Answer, Transport, TransportConfig, TransportError};
+pub(crate) use client::short_duration;
+pub use client::{
+    display_url, join_url, Answer, Transport, TransportConfig, TransportError,
+    DEFAULT_MAX_RESPONSE_BYTES,
+};
 pub use key::ApiKey;

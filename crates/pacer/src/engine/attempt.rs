@@ -13,7 +13,7 @@ use super::pace::Pacer;
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::provider::parse_rate_limit_headers;
 use crate::report::{Event, Summary, Tally};
-use crate::retry::{classify, RetryPolicy, RetryReason, StopReason, Verdict};
+use crate::retry::{admissible_wait, classify, RetryPolicy, RetryReason, StopReason, Verdict};
 use crate::store::{Command, RequestState};
 use crate::transport::{Answer, Transport, TransportError};
 
@@ -293,12 +293,20 @@ fn retry_or_give_up(
     failure: Failure<'_>,
     now: Instant,
 ) {
+    // A wait beyond --max-retry-time was said to everybody: stop (resumable)
+    // before the pause gate is closed for it.
+    if let Some(Err(too_long)) = reason
+        .server_wait()
+        .map(|w| admissible_wait(w, ctx.max_retry_time))
+    {
+        return stop_run(ctx, item, too_long.into(), now);
+    }
     let mut pace_changed = false;
-    if let RetryReason::RateLimited { scope, after } = &reason {
+    if let RetryReason::RateLimited { scope, .. } = &reason {
         // Rejected at admission: the provider charged nothing.
         ctx.pacer.reconcile_tokens(now, item.estimate.total(), 0);
         pace_changed |= ctx.pacer.on_provider_up(now);
-        let (until, changed) = ctx.pacer.on_rate_limited(now, *scope, *after);
+        let (until, changed) = ctx.pacer.on_rate_limited(now, *scope, reason.after());
         pace_changed |= changed;
         ctx.events.emit(Event::Paused { for_: until - now });
     }

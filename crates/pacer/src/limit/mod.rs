@@ -36,3 +36,19 @@ pub use concurrency::{little_concurrency, MAX_CONCURRENCY};
 pub use gcra::{Gcra, NotUntil};
 pub use pause::PauseGate;
 pub use rate_limiter::RateLimiter;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The furthest ahead any limiter schedules: a year. Durations here grow from
+/// servers' numbers (usage, resets, waits); past this they mean "never" and
+/// only risk `Instant` overflow and timer panics.
+pub const MAX_AHEAD: Duration = Duration::from_secs(365 * 86_400);
+
+/// `now + d`, with `d` capped at [`MAX_AHEAD`]; never panics.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    // A year past any real `now` fits in an Instant; `now` is the
+    // unreachable fallback.
+    now.checked_add(d.min(MAX_AHEAD)).unwrap_or(now)
+}

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 
-use super::parse_duration;
+use super::bounded::{self, MAX_SERVER_WAIT};
 
 /// One limit's window as a provider reports it on an answer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,8 +53,9 @@ impl RateLimitSnapshot {
 /// both forms are accepted under either name, and a time is turned into a
 /// wait from `now_wall` (a past time is zero). Where both families are present
 /// (a gateway in front of Anthropic), the OpenAI names win. A garbage value is
-/// skipped with a warning naming the header: one odd header must not cost the
-/// rest of the snapshot.
+/// skipped with a warning naming the header (once per name): one odd header
+/// must not cost the rest of the snapshot. Counts are capped at
+/// [`MAX_COUNT`](super::MAX_COUNT), resets at [`MAX_SERVER_WAIT`].
 pub fn parse_rate_limit_headers(headers: &HeaderMap, now_wall: SystemTime) -> RateLimitSnapshot {
     let openai = |field: &str, kind: &str| format!("x-ratelimit-{field}-{kind}");
     let anthropic = |field: &str, kind: &str| format!("anthropic-ratelimit-{kind}-{field}");
@@ -87,7 +88,11 @@ fn first<T>(headers: &HeaderMap, names: &[String], parse: impl Fn(&str) -> Optio
         let raw = headers.get(name.as_str())?;
         let parsed = raw.to_str().ok().and_then(|v| parse(v.trim()));
         if parsed.is_none() {
-            tracing::warn!(header = %name, value = ?raw, "ignoring an unreadable rate-limit header");
+            bounded::warn_ignored(
+                name,
+                raw.as_bytes(),
+                "ignoring an unreadable rate-limit header",
+            );
         }
         parsed
     })
@@ -95,28 +100,25 @@ fn first<T>(headers: &HeaderMap, names: &[String], parse: impl Fn(&str) -> Optio
 
 /// A count; some servers write `59.0`, which is still 59.
 fn parse_count(v: &str) -> Option<u64> {
-    if let Ok(n) = v.parse::<u64>() {
-        return Some(n);
-    }
-    let f: f64 = v.parse().ok()?;
-    (f.is_finite() && f >= 0.0 && f <= u64::MAX as f64).then(|| f.floor() as u64)
+    bounded::count(v)
 }
 
 /// A reset: a duration (`6m0s`, `0.5`) or an RFC 3339 time. A bare number
 /// that can only be a Unix time (after 2001) is read as one, as a few
-/// OpenAI-compatible servers send.
+/// OpenAI-compatible servers send. Never more than [`MAX_SERVER_WAIT`].
 fn parse_reset(v: &str, now_wall: SystemTime) -> Option<Duration> {
     const UNIX_TIME_FLOOR: f64 = 1e9;
-    if let Some(d) = parse_duration(v) {
+    if let Some(d) = bounded::server_seconds(v) {
         if d.as_secs_f64() < UNIX_TIME_FLOOR {
-            return Some(d);
+            return Some(d.min(MAX_SERVER_WAIT));
         }
-        let at = SystemTime::UNIX_EPOCH + d;
-        return Some(at.duration_since(now_wall).unwrap_or(Duration::ZERO));
+        // `1e19` is past what a SystemTime holds: as far as can be.
+        return Some(
+            bounded::unix_time(d).map_or(MAX_SERVER_WAIT, |at| bounded::wait_until(at, now_wall)),
+        );
     }
     let at: DateTime<Utc> = DateTime::parse_from_rfc3339(v).ok()?.with_timezone(&Utc);
-    let at: SystemTime = at.into();
-    Some(at.duration_since(now_wall).unwrap_or(Duration::ZERO))
+    Some(bounded::wait_until(at.into(), now_wall))
 }
 
 #[cfg(test)]

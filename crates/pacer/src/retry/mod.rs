@@ -22,4 +22,4 @@ mod policy;
 
 pub use after::{retry_after, retry_hint_from_message};
 pub use classify::{classify, LimitScope, RetryReason, StopReason, Verdict};
-pub use policy::RetryPolicy;
+pub use policy::{admissible_wait, RetryPolicy, WaitTooLong};

@@ -272,4 +272,87 @@ mod tests {
             "filled from the other family"
         );
     }
+
+    #[test]
+    fn absurd_values_are_capped_not_panics() {
+        let now = at(1_800_000_000);
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "99999999999999999999999"),
+            ("x-ratelimit-remaining-requests", "18446744073709551615"),
+            ("x-ratelimit-reset-requests", "1e19"),
+            ("x-ratelimit-reset-tokens", "999999999999h"),
+            ("x-ratelimit-limit-tokens", "-1"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "9999-12-31T23:59:59Z",
+            ),
+            ("anthropic-ratelimit-output-tokens-reset", "NaN"),
+        ]);
+        let s = parse_rate_limit_headers(&h, now);
+        assert_eq!(s.requests.limit, Some(crate::provider::MAX_COUNT));
+        assert_eq!(s.requests.remaining, Some(crate::provider::MAX_COUNT));
+        assert_eq!(s.requests.reset, Some(MAX_SERVER_WAIT));
+        assert_eq!(s.tokens.reset, Some(MAX_SERVER_WAIT));
+        assert_eq!(s.tokens.limit, None);
+        assert_eq!(s.input_tokens.reset, Some(MAX_SERVER_WAIT));
+        assert_eq!(s.output_tokens.reset, None);
+    }
+
+    const NAMES: [&str; 18] = [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-limit",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-limit",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ];
+
+    /// Values a hostile or broken server might send, and plain noise.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<i128>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| format!("{n}s")),
+            "[0-9]{1,30}(\\.[0-9]{0,5})?(e[0-9]{1,3})?(h|m|s|ms|us|ns)?",
+            "([0-9]{1,12}(h|m|s|ms)){1,4}",
+            "[0-9]{4,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_header_values_parse_within_caps(
+            pairs in proptest::collection::vec((0..NAMES.len(), value()), 0..12),
+            wall in 0u64..=i64::MAX as u64,
+        ) {
+            let mut h = HeaderMap::new();
+            for (i, v) in &pairs {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(NAMES[*i], v);
+                }
+            }
+            let now = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(wall)).unwrap_or(SystemTime::UNIX_EPOCH);
+            let s = parse_rate_limit_headers(&h, now);
+            for w in [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens] {
+                proptest::prop_assert!(w.limit.map_or(true, |n| n <= crate::provider::MAX_COUNT));
+                proptest::prop_assert!(w.remaining.map_or(true, |n| n <= crate::provider::MAX_COUNT));
+                proptest::prop_assert!(w.reset.map_or(true, |d| d <= MAX_SERVER_WAIT));
+            }
+        }
+    }
 }

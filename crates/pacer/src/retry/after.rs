@@ -240,4 +240,54 @@ mod tests {
         assert_eq!(retry_hint_from_message("try again in -5 seconds"), None);
         assert_eq!(retry_hint_from_message("try again in NaN seconds"), None);
     }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<i128>().prop_map(|n| n.to_string()),
+            "-?[0-9]{1,40}(\\.[0-9]{0,5})?(e-?[0-9]{1,3})?",
+            "(Mon|Sun), [0-9]{2} (Jan|Nov) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_retry_after_is_within_the_cap(ms in value(), secs in value(), wall in 0u64..=i64::MAX as u64) {
+            use crate::provider::MAX_SERVER_WAIT;
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&ms) {
+                h.insert("retry-after-ms", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                h.insert("retry-after", v);
+            }
+            let now = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(wall)).unwrap_or(SystemTime::UNIX_EPOCH);
+            if let Some(w) = super::retry_after(&h, now) {
+                proptest::prop_assert!(w.wait() <= MAX_SERVER_WAIT);
+                proptest::prop_assert!(w.wait() <= w.asked);
+                let _ = w.to_string();
+            }
+        }
+
+        #[test]
+        fn any_message_hint_is_within_the_cap(
+            before in proptest::prelude::any::<String>(),
+            hint in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[0-9]{1,20}(\\.[0-9]{1,4})?(e[0-9]{1,3})?(h|m|s|ms|us|µs|ns){0,3}[.,;)]?",
+                "-?[0-9.e]{1,12} (ms|s|seconds|minutes|min)",
+            ],
+        ) {
+            let message = format!("{before} Please TRY AGAIN IN {hint} after");
+            for m in [message.as_str(), hint.as_str()] {
+                if let Some(w) = super::retry_hint_from_message(m) {
+                    proptest::prop_assert!(w.wait() <= crate::provider::MAX_SERVER_WAIT);
+                    let _ = w.to_string();
+                }
+            }
+        }
+    }
 }

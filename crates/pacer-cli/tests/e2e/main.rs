@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod batch;
+mod hostile;
 mod inputs;
 mod money;
 mod streams;

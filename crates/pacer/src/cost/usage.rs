@@ -1,7 +1,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::provider::bounded::{self, MAX_COUNT};
+use crate::provider::bounded;
 
 /// Tokens a provider billed for one request, normalised across APIs.
 ///
@@ -26,7 +26,7 @@ impl Usage {
     ///   excludes both; both are added to the prompt, reads as cached).
     ///
     /// `None` when the body has no usage pacer understands. Each count is
-    /// capped at [`MAX_COUNT`] (a server's number, not to be trusted), so the
+    /// capped at [`MAX_COUNT`](crate::provider::MAX_COUNT) (a server's number, not to be trusted), so the
     /// sums here and downstream cannot overflow.
     pub fn from_response(body: &Value) -> Option<Usage> {
         let usage = body.get("usage")?;
@@ -72,6 +72,7 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::MAX_COUNT;
     use serde_json::json;
 
     fn usage(prompt: u64, cached: u64, completion: u64) -> Option<Usage> {

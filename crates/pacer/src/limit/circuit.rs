@@ -220,4 +220,17 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn huge_intervals_never_overflow() {
+        let mut c = CircuitBreaker::new(1, Duration::MAX, Duration::MAX);
+        let now = Instant::now();
+        for _ in 0..5 {
+            c.on_failure(now);
+            let _ = c.check(now);
+        }
+        assert!(
+            matches!(c.check(now), Err(NotUntil { at }) if at <= now + crate::limit::MAX_AHEAD)
+        );
+    }
 }

@@ -52,3 +52,19 @@ pub fn later(now: Instant, d: Duration) -> Instant {
     // unreachable fallback.
     now.checked_add(d.min(MAX_AHEAD)).unwrap_or(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_at_a_year() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(later(now, Duration::MAX), now + MAX_AHEAD);
+        assert_eq!(later(now, MAX_AHEAD * 2), now + MAX_AHEAD);
+    }
+}

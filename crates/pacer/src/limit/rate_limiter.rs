@@ -299,4 +299,20 @@ mod tests {
         l.set_rate(now, 0.5, 4.0);
         approx(l.available(now), 3.0);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_usage_and_counts_cost_at_most_a_window() {
+        let l = RateLimiter::new(10.0, 100.0);
+        let now = Instant::now();
+        // A server claiming u64::MAX tokens: a debt of one full bucket, no more.
+        l.try_acquire(now, 1).unwrap();
+        l.reconcile(now, 1, u64::MAX);
+        approx(l.available(now), 99.0 - 100.0);
+        assert!(l.try_acquire(now, 1).unwrap_err().at <= now + Duration::from_secs(21));
+        l.observe_remaining(now, 0, Duration::MAX);
+        l.set_rate(now, f64::MIN_POSITIVE, f64::MAX);
+        l.set_rate(now, 1e-300, 1e300);
+        let at = l.try_acquire(now, u64::MAX).unwrap_err().at;
+        assert!(at <= now + super::super::MAX_AHEAD);
+    }
 }

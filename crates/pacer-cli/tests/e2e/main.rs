@@ -5,6 +5,7 @@ mod adaptive;
 mod batch;
 mod durability;
 mod flags;
+mod hostile;
 mod inputs;
 mod money;
 mod network;

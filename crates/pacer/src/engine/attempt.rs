@@ -13,7 +13,9 @@ use super::output::{error_line, parse_body, response_line};
 use super::pace::{InFlight, Pacer};
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::report::{Event, Summary, Tally};
-use crate::retry::{NextStep, Outcome, RetryPolicy, RetryReason, StopReason, Verdict};
+use crate::retry::{
+    admissible_wait, NextStep, Outcome, RetryPolicy, RetryReason, StopReason, Verdict,
+};
 use crate::store::{Command, RequestState};
 use crate::transport::{display_url, Answer, Transport, TransportError};
 use serde_json::Value;
@@ -169,6 +171,16 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
         ),
         Err(err) => (Outcome::of_error(err, latency), Failure::Transport(err)),
     };
+    // A wait beyond --max-retry-time was said to everybody: stop (resumable)
+    // before the pause gate is closed for it.
+    if let Verdict::Retry(reason) = &outcome.verdict {
+        if let Some(Err(too_long)) = reason
+            .server_wait()
+            .map(|w| admissible_wait(w, ctx.max_retry_time))
+        {
+            outcome.verdict = Verdict::Stop(too_long.into());
+        }
+    }
     let unreached = failure.unreached_cause();
     if unreached.is_none() {
         ctx.reached.store(true, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, Instant};
 
-use crate::limit::{Limits, NotUntil, PaceState, PaceView, PauseGate, DEFAULT_CONCURRENCY};
+use crate::limit::{later, Limits, NotUntil, PaceState, PaceView, PauseGate, DEFAULT_CONCURRENCY};
 use crate::provider::RateLimitSnapshot;
 use crate::retry::{Outcome, RetryReason, Verdict};
 
@@ -207,15 +207,14 @@ impl Pacer {
                 change.pace_changed |= pace.on_success(now, outcome.latency, charged);
             }
             Verdict::Fail => was_down = pace.on_provider_up(now),
-            Verdict::Retry(RetryReason::RateLimited { scope, after }) => {
+            Verdict::Retry(reason @ RetryReason::RateLimited { scope, .. }) => {
                 // A 429 is the provider working as intended: it is up.
                 was_down = pace.on_provider_up(now);
-                let until = now
-                    .checked_add(after.unwrap_or(DEFAULT_429_PAUSE))
-                    .unwrap_or(now);
+                let after = reason.after();
+                let until = later(now, after.unwrap_or(DEFAULT_429_PAUSE));
                 self.gate.pause_until(until);
                 change.paused_until = Some(until);
-                change.pace_changed |= pace.on_rate_limited(now, *scope, *after);
+                change.pace_changed |= pace.on_rate_limited(now, *scope, after);
             }
             Verdict::Retry(reason) if reason.is_outage_like() => {
                 change.circuit_open = pace.on_outage(now);
@@ -273,7 +272,7 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::limit::RECOVERY_RAMP;
-    use crate::provider::RateWindow;
+    use crate::provider::{RateWindow, ServerWait, WaitSource};
     use crate::report::PaceSource;
     use crate::retry::LimitScope;
 
@@ -298,6 +297,7 @@ mod tests {
             scope: LimitScope,
             after: Option<Duration>,
         ) -> (Instant, bool) {
+            let after = after.map(|d| ServerWait::new(d, WaitSource::RetryAfterMs, ""));
             let reason = RetryReason::RateLimited { scope, after };
             let o = outcome(Verdict::Retry(reason), Duration::ZERO, Some(0));
             let c = self.feedback(now, &o, 0);

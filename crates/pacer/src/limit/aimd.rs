@@ -202,7 +202,7 @@ impl Aimd {
         };
         self.ceiling = Some(self.rate.max(goodput));
         self.rate = (self.rate * DECREASE).clamp(self.min, self.max);
-        self.hold_until = Some(now + self.window);
+        self.hold_until = Some(super::later(now, self.window));
         self.last_increase = Some(now);
     }
 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::NotUntil;
+use super::{later, NotUntil};
 
 /// What the circuit lets through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl CircuitBreaker {
                 Ok(Permit::Probe)
             }
             State::HalfOpen { probe_sent } => {
-                let retry_at = probe_sent + self.interval;
+                let retry_at = later(probe_sent, self.interval);
                 if now < retry_at {
                     Err(NotUntil { at: retry_at })
                 } else {
@@ -114,14 +114,14 @@ impl CircuitBreaker {
                 if self.failures >= self.threshold {
                     self.interval = self.base;
                     self.state = State::Open {
-                        until: now + self.interval,
+                        until: later(now, self.interval),
                     };
                 }
             }
             State::HalfOpen { .. } => {
                 self.interval = (self.interval * 2).min(self.cap);
                 self.state = State::Open {
-                    until: now + self.interval,
+                    until: later(now, self.interval),
                 };
             }
             // Answers of requests sent before the circuit opened.
@@ -218,6 +218,19 @@ mod tests {
             CircuitState::Open {
                 until: t0 + secs(1)
             }
+        );
+    }
+
+    #[test]
+    fn huge_intervals_never_overflow() {
+        let mut c = CircuitBreaker::new(1, Duration::MAX, Duration::MAX);
+        let now = Instant::now();
+        for _ in 0..5 {
+            c.on_failure(now);
+            let _ = c.check(now);
+        }
+        assert!(
+            matches!(c.check(now), Err(NotUntil { at }) if at <= now + crate::limit::MAX_AHEAD)
         );
     }
 }

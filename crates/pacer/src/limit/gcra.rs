@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::later;
+
 /// A refusal: not now, try again at `at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotUntil {
@@ -84,7 +86,7 @@ impl Gcra {
             return Ok(tat);
         }
         let base = tat.max(now);
-        let new_tat = base + self.interval(cost as f64);
+        let new_tat = later(base, self.interval(cost as f64));
         let earliest = if (cost as f64) > self.burst {
             base // the bucket must be full: tat <= now
         } else {
@@ -92,7 +94,7 @@ impl Gcra {
             // not whole nanoseconds still give exact waits.
             let excess = self.t_nanos * cost as f64 - self.tau_nanos;
             if excess >= 0.0 {
-                base + nanos(excess)
+                later(base, nanos(excess))
             } else {
                 base.checked_sub(nanos(-excess)).unwrap_or(now)
             }

@@ -40,3 +40,35 @@ pub use pace_state::{
 };
 pub use pause::PauseGate;
 pub use rate_limiter::RateLimiter;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The furthest ahead any limiter schedules: a year. Durations here grow from
+/// servers' numbers (usage, resets, waits); past this they mean "never" and
+/// only risk `Instant` overflow and timer panics.
+pub const MAX_AHEAD: Duration = Duration::from_secs(365 * 86_400);
+
+/// `now + d`, with `d` capped at [`MAX_AHEAD`]; never panics.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    // A year past any real `now` fits in an Instant; `now` is the
+    // unreachable fallback.
+    now.checked_add(d.min(MAX_AHEAD)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_saturates_at_a_year() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert_eq!(later(now, Duration::MAX), now + MAX_AHEAD);
+        assert_eq!(later(now, MAX_AHEAD * 2), now + MAX_AHEAD);
+    }
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
-use super::{Gcra, NotUntil};
+use super::{later, Gcra, NotUntil};
 
 /// A shared GCRA limiter of units a second: requests, or tokens.
 ///
@@ -81,8 +81,13 @@ impl RateLimiter {
     pub fn reconcile(&self, now: Instant, reserved: u64, actual: u64) {
         let mut s = self.lock();
         if actual > reserved {
-            let extra = s.gcra.interval((actual - reserved) as f64);
-            s.tat = s.tat.max(now) + extra;
+            // Never more than a full bucket of debt: a usage beyond the
+            // burst is a server's odd number, not a reason to stall for days.
+            let extra = s
+                .gcra
+                .interval((actual - reserved) as f64)
+                .min(s.gcra.tolerance());
+            s.tat = later(s.tat.max(now), extra);
         } else if reserved > actual && s.tat > now {
             let refund = s.gcra.interval((reserved - actual) as f64);
             s.tat = s.tat.checked_sub(refund).unwrap_or(now).max(now);
@@ -97,7 +102,7 @@ impl RateLimiter {
         let mut s = self.lock();
         let new = Gcra::new(rate_per_sec, burst);
         let used = s.gcra.burst() - s.gcra.available(s.tat, now);
-        s.tat = now + new.interval(used.max(0.0));
+        s.tat = later(now, new.interval(used.max(0.0)));
         s.gcra = new;
         drop(s);
         self.changed.notify_waiters();
@@ -126,7 +131,7 @@ impl RateLimiter {
         let remaining = remaining as f64;
         if s.gcra.available(s.tat, now) > remaining {
             let used = s.gcra.burst() - remaining;
-            s.tat = s.tat.max(now + s.gcra.interval(used));
+            s.tat = s.tat.max(later(now, s.gcra.interval(used)));
         }
     }
 
@@ -293,5 +298,22 @@ mod tests {
         // A bigger burst leaves the used units used.
         l.set_rate(now, 0.5, 4.0);
         approx(l.available(now), 3.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_usage_and_counts_cost_at_most_a_window() {
+        let l = RateLimiter::new(10.0, 100.0);
+        let now = Instant::now();
+        // A server claiming u64::MAX tokens: a debt of one full bucket, no more.
+        l.try_acquire(now, 1).unwrap();
+        l.reconcile(now, 1, u64::MAX);
+        approx(l.available(now), 99.0 - 100.0);
+        assert!(l.try_acquire(now, 1).unwrap_err().at <= now + Duration::from_secs(21));
+        l.observe_remaining(now, 0, Duration::MAX);
+        l.set_rate(now, f64::MIN_POSITIVE, f64::MAX);
+        l.set_rate(now, 1e-300, 1e300);
+        if let Err(NotUntil { at }) = l.try_acquire(now, u64::MAX) {
+            assert!(at <= now + super::super::MAX_AHEAD);
+        }
     }
 }

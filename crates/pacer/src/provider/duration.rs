@@ -8,13 +8,20 @@ use std::time::Duration;
 /// and surrounding whitespace. Anything else, a negative or non-finite value
 /// included, is `None`: a wrong wait is worse than no hint.
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    Duration::try_from_secs_f64(parse_seconds(s)?).ok()
+}
+
+/// The seconds in `s` (either form above) as a finite, non-negative f64;
+/// `None` for anything else. Components too big to add up give `f64::MAX`
+/// (huge, not garbage); the caller decides whether to saturate or refuse.
+pub(crate) fn parse_seconds(s: &str) -> Option<f64> {
     let s = s.trim();
     if s.is_empty() {
         return None;
     }
     // A bare number is seconds.
     if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs);
+        return (secs.is_finite() && secs >= 0.0).then_some(secs);
     }
     let mut rest = s;
     let mut total = 0.0_f64; // seconds
@@ -44,15 +51,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += value * scale;
     }
-    secs_to_duration(total)
-}
-
-fn secs_to_duration(secs: f64) -> Option<Duration> {
-    if secs.is_finite() && secs >= 0.0 {
-        Duration::try_from_secs_f64(secs).ok()
-    } else {
-        None
-    }
+    // Digits and dots only, so never negative or NaN; a sum can overflow.
+    Some(if total.is_finite() { total } else { f64::MAX })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 
-use super::parse_duration;
+use super::bounded::{self, MAX_SERVER_WAIT};
 
 /// One limit's window as a provider reports it on an answer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,8 +53,9 @@ impl RateLimitSnapshot {
 /// both forms are accepted under either name, and a time is turned into a
 /// wait from `now_wall` (a past time is zero). Where both families are present
 /// (a gateway in front of Anthropic), the OpenAI names win. A garbage value is
-/// skipped with a warning naming the header: one odd header must not cost the
-/// rest of the snapshot.
+/// skipped with a warning naming the header (once per name): one odd header
+/// must not cost the rest of the snapshot. Counts are capped at
+/// [`MAX_COUNT`](super::MAX_COUNT), resets at [`MAX_SERVER_WAIT`].
 pub fn parse_rate_limit_headers(headers: &HeaderMap, now_wall: SystemTime) -> RateLimitSnapshot {
     let openai = |field: &str, kind: &str| format!("x-ratelimit-{field}-{kind}");
     let anthropic = |field: &str, kind: &str| format!("anthropic-ratelimit-{kind}-{field}");
@@ -87,7 +88,11 @@ fn first<T>(headers: &HeaderMap, names: &[String], parse: impl Fn(&str) -> Optio
         let raw = headers.get(name.as_str())?;
         let parsed = raw.to_str().ok().and_then(|v| parse(v.trim()));
         if parsed.is_none() {
-            tracing::warn!(header = %name, value = ?raw, "ignoring an unreadable rate-limit header");
+            bounded::warn_ignored(
+                name,
+                raw.as_bytes(),
+                "ignoring an unreadable rate-limit header",
+            );
         }
         parsed
     })
@@ -95,28 +100,25 @@ fn first<T>(headers: &HeaderMap, names: &[String], parse: impl Fn(&str) -> Optio
 
 /// A count; some servers write `59.0`, which is still 59.
 fn parse_count(v: &str) -> Option<u64> {
-    if let Ok(n) = v.parse::<u64>() {
-        return Some(n);
-    }
-    let f: f64 = v.parse().ok()?;
-    (f.is_finite() && f >= 0.0 && f <= u64::MAX as f64).then(|| f.floor() as u64)
+    bounded::count(v)
 }
 
 /// A reset: a duration (`6m0s`, `0.5`) or an RFC 3339 time. A bare number
 /// that can only be a Unix time (after 2001) is read as one, as a few
-/// OpenAI-compatible servers send.
+/// OpenAI-compatible servers send. Never more than [`MAX_SERVER_WAIT`].
 fn parse_reset(v: &str, now_wall: SystemTime) -> Option<Duration> {
     const UNIX_TIME_FLOOR: f64 = 1e9;
-    if let Some(d) = parse_duration(v) {
+    if let Some(d) = bounded::server_seconds(v) {
         if d.as_secs_f64() < UNIX_TIME_FLOOR {
-            return Some(d);
+            return Some(d.min(MAX_SERVER_WAIT));
         }
-        let at = SystemTime::UNIX_EPOCH + d;
-        return Some(at.duration_since(now_wall).unwrap_or(Duration::ZERO));
+        // `1e19` is past what a SystemTime holds: as far as can be.
+        return Some(
+            bounded::unix_time(d).map_or(MAX_SERVER_WAIT, |at| bounded::wait_until(at, now_wall)),
+        );
     }
     let at: DateTime<Utc> = DateTime::parse_from_rfc3339(v).ok()?.with_timezone(&Utc);
-    let at: SystemTime = at.into();
-    Some(at.duration_since(now_wall).unwrap_or(Duration::ZERO))
+    Some(bounded::wait_until(at.into(), now_wall))
 }
 
 #[cfg(test)]
@@ -269,5 +271,88 @@ mod tests {
             Some(7),
             "filled from the other family"
         );
+    }
+
+    #[test]
+    fn absurd_values_are_capped_not_panics() {
+        let now = at(1_800_000_000);
+        let h = headers(&[
+            ("x-ratelimit-limit-requests", "99999999999999999999999"),
+            ("x-ratelimit-remaining-requests", "18446744073709551615"),
+            ("x-ratelimit-reset-requests", "1e19"),
+            ("x-ratelimit-reset-tokens", "999999999999h"),
+            ("x-ratelimit-limit-tokens", "-1"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "9999-12-31T23:59:59Z",
+            ),
+            ("anthropic-ratelimit-output-tokens-reset", "NaN"),
+        ]);
+        let s = parse_rate_limit_headers(&h, now);
+        assert_eq!(s.requests.limit, Some(crate::provider::MAX_COUNT));
+        assert_eq!(s.requests.remaining, Some(crate::provider::MAX_COUNT));
+        assert_eq!(s.requests.reset, Some(MAX_SERVER_WAIT));
+        assert_eq!(s.tokens.reset, Some(MAX_SERVER_WAIT));
+        assert_eq!(s.tokens.limit, None);
+        assert_eq!(s.input_tokens.reset, Some(MAX_SERVER_WAIT));
+        assert_eq!(s.output_tokens.reset, None);
+    }
+
+    const NAMES: [&str; 18] = [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-limit",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-limit",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ];
+
+    /// Values a hostile or broken server might send, and plain noise.
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<i128>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| format!("{n}s")),
+            "[0-9]{1,30}(\\.[0-9]{0,5})?(e[0-9]{1,3})?(h|m|s|ms|us|ns)?",
+            "([0-9]{1,12}(h|m|s|ms)){1,4}",
+            "[0-9]{4,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_header_values_parse_within_caps(
+            pairs in proptest::collection::vec((0..NAMES.len(), value()), 0..12),
+            wall in 0u64..=i64::MAX as u64,
+        ) {
+            let mut h = HeaderMap::new();
+            for (i, v) in &pairs {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(NAMES[*i], v);
+                }
+            }
+            let now = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(wall)).unwrap_or(SystemTime::UNIX_EPOCH);
+            let s = parse_rate_limit_headers(&h, now);
+            for w in [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens] {
+                proptest::prop_assert!(!matches!(w.limit, Some(n) if n > crate::provider::MAX_COUNT));
+                proptest::prop_assert!(!matches!(w.remaining, Some(n) if n > crate::provider::MAX_COUNT));
+                proptest::prop_assert!(!matches!(w.reset, Some(d) if d > MAX_SERVER_WAIT));
+            }
+        }
     }
 }

@@ -11,9 +11,15 @@
 //! Parsing is liberal and never fails the request: a value that cannot be read
 //! is skipped with a warning naming the header, because a wrong limit is worse
 //! than none (the engine then falls back to configured or learned limits).
+//!
+//! Every number a server sends goes through [`bounded`]: waits and resets are
+//! capped at [`MAX_SERVER_WAIT`], counts at [`MAX_COUNT`], and no arithmetic
+//! on them can panic.
 
+pub mod bounded;
 mod duration;
 mod headers;
 
+pub use bounded::{ServerWait, WaitSource, MAX_COUNT, MAX_SERVER_WAIT};
 pub use duration::parse_duration;
 pub use headers::{parse_rate_limit_headers, RateLimitSnapshot, RateWindow};

@@ -4,6 +4,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::{retry_after, retry_hint_from_message};
+use crate::provider::ServerWait;
 
 /// What to do with an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,21 +27,22 @@ pub enum LimitScope {
     Unknown,
 }
 
-/// Why a request is worth another attempt, and how long the provider asked to wait.
+/// Why a request is worth another attempt, and how long the provider asked
+/// to wait (with the header that asked, so an absurd wait can be named).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryReason {
     /// 429: a rate limit.
     RateLimited {
         scope: LimitScope,
-        after: Option<Duration>,
+        after: Option<ServerWait>,
     },
     /// 5xx, or 408/409 (or any status the provider marked `x-should-retry: true`).
     Server {
         status: u16,
-        after: Option<Duration>,
+        after: Option<ServerWait>,
     },
     /// 529: the provider is overloaded (Anthropic).
-    Overloaded { after: Option<Duration> },
+    Overloaded { after: Option<ServerWait> },
     /// No answer within the timeout.
     Timeout,
     /// The connection failed or was reset before an answer.
@@ -50,8 +52,14 @@ pub enum RetryReason {
 }
 
 impl RetryReason {
-    /// The wait the provider asked for, if it did.
+    /// The wait the provider asked for, if it did, capped at
+    /// [`MAX_SERVER_WAIT`](crate::provider::MAX_SERVER_WAIT).
     pub fn after(&self) -> Option<Duration> {
+        self.server_wait().map(|w| w.wait())
+    }
+
+    /// The wait as the provider asked for it, and where.
+    pub fn server_wait(&self) -> Option<ServerWait> {
         match *self {
             RetryReason::RateLimited { after, .. }
             | RetryReason::Server { after, .. }
@@ -116,6 +124,29 @@ pub enum StopReason {
         cause: String,
         waited: Duration,
     },
+    /// A 429 or 5xx asked every client to wait longer than `--max-retry-time`.
+    #[error(
+        "the provider asked to wait {} ({asked}), longer than --max-retry-time {}: \
+         finished results are saved; rerun the same command later to resume",
+        human_wait(asked.asked),
+        crate::transport::short_duration(*max)
+    )]
+    WaitTooLong { asked: ServerWait, max: Duration },
+}
+
+/// A long wait for a person to read: "31 years", "3 days", "2h5m", "45s".
+fn human_wait(d: Duration) -> String {
+    use crate::transport::short_duration;
+    const DAY: u64 = 86_400;
+    const YEAR: u64 = 31_557_600; // Julian year
+    let s = d.as_secs();
+    if s >= 2 * YEAR {
+        format!("{} years", s / YEAR)
+    } else if s >= 2 * DAY {
+        format!("{} days", s / DAY)
+    } else {
+        short_duration(d)
+    }
 }
 
 /// Classifies an HTTP answer.
@@ -271,6 +302,7 @@ fn scope_from_headers(headers: &HeaderMap) -> LimitScope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::WaitSource;
     use reqwest::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -290,8 +322,20 @@ mod tests {
         )
     }
 
-    fn secs(n: u64) -> Option<Duration> {
-        Some(Duration::from_secs(n))
+    fn ra(n: u64) -> Option<ServerWait> {
+        Some(ServerWait::new(
+            Duration::from_secs(n),
+            WaitSource::RetryAfter,
+            &n.to_string(),
+        ))
+    }
+
+    fn msg(ms: u64, raw: &str) -> Option<ServerWait> {
+        Some(ServerWait::new(
+            Duration::from_millis(ms),
+            WaitSource::Message,
+            raw,
+        ))
     }
 
     #[test]
@@ -386,7 +430,7 @@ mod tests {
             verdict(429, requests),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Requests,
-                after: secs(20)
+                after: msg(20_000, "20s")
             })
         );
         let tokens = r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-abc on tokens per min (TPM): Limit 30000, Used 29000, Requested 1500. Please try again in 1.0s.","type":"tokens","code":"rate_limit_exceeded"}}"#;
@@ -394,7 +438,7 @@ mod tests {
             verdict(429, tokens),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Tokens,
-                after: secs(1)
+                after: msg(1_000, "1.0s")
             })
         );
         // Scope from the message alone.
@@ -403,7 +447,7 @@ mod tests {
             verdict(429, msg_only),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Tokens,
-                after: Some(Duration::from_millis(6))
+                after: msg(6, "6ms")
             })
         );
     }
@@ -416,7 +460,11 @@ mod tests {
             classify(429, &h, body.as_bytes(), SystemTime::now()),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Requests,
-                after: Some(Duration::from_millis(1500))
+                after: Some(ServerWait::new(
+                    Duration::from_millis(1500),
+                    WaitSource::RetryAfterMs,
+                    "1500"
+                ))
             })
         );
         let h = headers(&[("retry-after", "7")]);
@@ -424,7 +472,7 @@ mod tests {
             classify(503, &h, b"Service Unavailable", SystemTime::now()),
             Verdict::Retry(RetryReason::Server {
                 status: 503,
-                after: secs(7)
+                after: ra(7)
             })
         );
     }
@@ -441,7 +489,7 @@ mod tests {
             classify(429, &h, body.as_bytes(), SystemTime::now()),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Tokens,
-                after: secs(12)
+                after: ra(12)
             })
         );
         let h = headers(&[("x-ratelimit-remaining-requests", "0")]);
@@ -490,7 +538,7 @@ mod tests {
         assert_eq!(verdict(429, r#"{"error":"slow down, try again in 3s"}"#), {
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Unknown,
-                after: secs(3),
+                after: msg(3_000, "3s"),
             })
         });
     }
@@ -499,9 +547,9 @@ mod tests {
     fn reasons() {
         let r = RetryReason::RateLimited {
             scope: LimitScope::Tokens,
-            after: secs(2),
+            after: ra(2),
         };
-        assert_eq!(r.after(), secs(2));
+        assert_eq!(r.after(), Some(Duration::from_secs(2)));
         assert!(!r.is_outage_like());
         assert!(RetryReason::Server {
             status: 502,
@@ -513,7 +561,7 @@ mod tests {
             after: None
         }
         .is_outage_like());
-        assert!(RetryReason::Overloaded { after: secs(1) }.is_outage_like());
+        assert!(RetryReason::Overloaded { after: ra(1) }.is_outage_like());
         assert!(RetryReason::Timeout.is_outage_like());
         assert!(RetryReason::Connection.is_outage_like());
         assert!(!RetryReason::StreamCut.is_outage_like());
@@ -541,6 +589,14 @@ mod tests {
                 cause: "connection refused".into(),
                 waited: Duration::from_secs(30 * 60),
             },
+            StopReason::WaitTooLong {
+                asked: ServerWait::new(
+                    Duration::from_secs(999_999_999),
+                    WaitSource::RetryAfter,
+                    "999999999",
+                ),
+                max: Duration::from_secs(1800),
+            },
         ];
         for r in &all {
             let s = r.to_string();
@@ -561,5 +617,39 @@ mod tests {
         assert!(all[7]
             .to_string()
             .contains("unreachable for 30m (connection refused)"));
+        assert!(all[8].to_string().starts_with(
+            "the provider asked to wait 31 years (retry-after: 999999999), \
+             longer than --max-retry-time 30m"
+        ));
+    }
+
+    #[test]
+    fn waits_read_like_a_person_wrote_them() {
+        let d = Duration::from_secs;
+        assert_eq!(human_wait(Duration::MAX), "584542046090 years");
+        assert_eq!(human_wait(d(5 * 86_400)), "5 days");
+        assert_eq!(human_wait(d(3723)), "1h2m");
+        assert_eq!(human_wait(d(1800)), "30m");
+        assert_eq!(human_wait(d(5)), "5s");
+        assert_eq!(human_wait(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn absurd_waits_are_classified_with_their_header() {
+        let h = headers(&[("retry-after", "1e19")]);
+        let v = classify(503, &h, b"", SystemTime::now());
+        let Verdict::Retry(r) = v else {
+            panic!("{v:?}")
+        };
+        let w = r.server_wait().unwrap();
+        assert_eq!(w.source, WaitSource::RetryAfter);
+        assert_eq!(w.asked, Duration::from_secs(10u64.pow(19)));
+        assert_eq!(r.after(), Some(crate::provider::MAX_SERVER_WAIT));
+        let body =
+            r#"{"error":{"message":"Please try again in 999999999999s.","type":"requests"}}"#;
+        let Verdict::Retry(r) = verdict(429, body) else {
+            panic!()
+        };
+        assert_eq!(r.server_wait().unwrap().source, WaitSource::Message);
     }
 }

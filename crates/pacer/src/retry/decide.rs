@@ -70,6 +70,7 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{ServerWait, WaitSource};
     use crate::retry::LimitScope;
     use rand::rngs::mock::StepRng;
 
@@ -85,7 +86,11 @@ mod tests {
     fn rate_limited(after_ms: u64) -> RetryReason {
         RetryReason::RateLimited {
             scope: LimitScope::Requests,
-            after: Some(Duration::from_millis(after_ms)),
+            after: Some(ServerWait::new(
+                Duration::from_millis(after_ms),
+                WaitSource::RetryAfterMs,
+                "",
+            )),
         }
     }
 

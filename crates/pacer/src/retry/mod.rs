@@ -26,4 +26,4 @@ pub use after::{retry_after, retry_hint_from_message};
 pub use classify::{classify, LimitScope, RetryReason, StopReason, Verdict};
 pub use decide::{NextStep, RetryState};
 pub use outcome::{verdict_of_error, Outcome};
-pub use policy::RetryPolicy;
+pub use policy::{admissible_wait, RetryPolicy, WaitTooLong};

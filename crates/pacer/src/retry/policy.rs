@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::StopReason;
+use crate::provider::ServerWait;
+
 /// How many times to retry, and how long to wait between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -54,6 +57,43 @@ impl RetryPolicy {
             }
             None => self.backoff(attempt, rng),
         }
+    }
+}
+
+/// A server's wait longer than the user will wait for any request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", StopReason::WaitTooLong { asked: self.asked, max: self.max })]
+#[non_exhaustive]
+pub struct WaitTooLong {
+    pub asked: ServerWait,
+    pub max: Duration,
+}
+
+impl From<WaitTooLong> for StopReason {
+    fn from(w: WaitTooLong) -> StopReason {
+        StopReason::WaitTooLong {
+            asked: w.asked,
+            max: w.max,
+        }
+    }
+}
+
+/// Whether a server's wait can be honoured within `max_retry_time`: the wait
+/// to act on (capped at [`MAX_SERVER_WAIT`](crate::provider::MAX_SERVER_WAIT)),
+/// or why not. A wait beyond `--max-retry-time` is addressed to every
+/// request alike, so the caller stops the run (resumable) rather than
+/// sleeping or failing requests one by one.
+pub fn admissible_wait(
+    asked: ServerWait,
+    max_retry_time: Duration,
+) -> Result<Duration, WaitTooLong> {
+    if asked.asked > max_retry_time {
+        Err(WaitTooLong {
+            asked,
+            max: max_retry_time,
+        })
+    } else {
+        Ok(asked.wait())
     }
 }
 
@@ -149,5 +189,46 @@ mod tests {
             assert!(p.delay(0, None, &mut rng) <= p.base);
             assert!(p.delay(2, None, &mut rng) <= p.base * 4);
         }
+    }
+
+    #[test]
+    fn a_wait_beyond_max_retry_time_is_refused_with_its_header() {
+        use crate::provider::{WaitSource, MAX_SERVER_WAIT};
+        let w = |secs: u64, raw: &str| {
+            ServerWait::new(Duration::from_secs(secs), WaitSource::RetryAfter, raw)
+        };
+        let max = Duration::from_secs(1800);
+        assert_eq!(
+            admissible_wait(w(20, "20"), max),
+            Ok(Duration::from_secs(20))
+        );
+        assert_eq!(
+            admissible_wait(w(1800, "1800"), max),
+            Ok(max),
+            "the bound is inclusive"
+        );
+        let err = admissible_wait(w(999_999_999, "999999999"), max).unwrap_err();
+        assert_eq!(err.max, max);
+        assert!(
+            err.to_string()
+                .starts_with("the provider asked to wait 31 years (retry-after: 999999999)"),
+            "{err}"
+        );
+        assert!(matches!(
+            StopReason::from(err),
+            StopReason::WaitTooLong { .. }
+        ));
+        let huge = ServerWait::new(Duration::MAX, WaitSource::RetryAfterMs, "1e300");
+        assert!(admissible_wait(huge, max).is_err());
+        // A user willing to wait a week still never sleeps past the cap.
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            admissible_wait(w(3 * 86_400, "259200"), week),
+            Ok(MAX_SERVER_WAIT)
+        );
+        assert_eq!(
+            admissible_wait(w(0, "0"), Duration::ZERO),
+            Ok(Duration::ZERO)
+        );
     }
 }

@@ -605,9 +605,20 @@ mod tests {
             let want = format!("http://{}/v1/chat/completions", b.addr);
             // Bearer (OpenAI), x-api-key (Anthropic), and the key check's GET.
             let results = [
-                t.send("/v1/chat/completions", r#"{"model":"m"}"#, "r1")
-                    .await,
-                t.send("/v1/messages", r#"{"model":"m"}"#, "r2").await,
+                t.send(
+                    "/v1/chat/completions",
+                    Endpoint::from_path("/v1/chat/completions"),
+                    r#"{"model":"m"}"#,
+                    "r1",
+                )
+                .await,
+                t.send(
+                    "/v1/messages",
+                    Endpoint::from_path("/v1/messages"),
+                    r#"{"model":"m"}"#,
+                    "r2",
+                )
+                .await,
                 t.get("/v1/models", true).await,
                 t.get("/v1/models", false).await,
             ];
@@ -654,7 +665,15 @@ mod tests {
         )))
         .await;
         let t = transport(a.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
-        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        let e = t
+            .send(
+                "/v1/chat/completions",
+                Endpoint::from_path("/v1/chat/completions"),
+                "{}",
+                "r",
+            )
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, TransportError::Redirect { status: 308, location } if *location == format!("{}/openai/v1/chat/completions", a.url())),
             "{e:?}"
@@ -677,7 +696,15 @@ mod tests {
         let error = Canned::start(Some(reply("500 Internal Server Error", &[], &body))).await;
         for server in [&sized, &unsized_, &error] {
             let t = transport(server.url(), limit, false);
-            let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+            let e = t
+                .send(
+                    "/v1/chat/completions",
+                    Endpoint::from_path("/v1/chat/completions"),
+                    "{}",
+                    "r",
+                )
+                .await
+                .unwrap_err();
             assert!(
                 matches!(e, TransportError::TooLarge { limit: 1000 }),
                 "{e:?}"
@@ -692,7 +719,15 @@ mod tests {
         // At the limit exactly, the answer is read whole.
         let at = Canned::start(Some(reply("200 OK", &[], &body[..limit as usize]))).await;
         let t = transport(at.url(), limit, false);
-        let a = t.send("/v1/chat/completions", "{}", "r").await.unwrap();
+        let a = t
+            .send(
+                "/v1/chat/completions",
+                Endpoint::from_path("/v1/chat/completions"),
+                "{}",
+                "r",
+            )
+            .await
+            .unwrap();
         assert_eq!(a.body.len() as u64, limit);
         // A stream counts its raw events.
         let mut events = String::new();
@@ -706,7 +741,15 @@ mod tests {
         )))
         .await;
         let t = transport(stream.url(), limit, true);
-        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        let e = t
+            .send(
+                "/v1/chat/completions",
+                Endpoint::from_path("/v1/chat/completions"),
+                "{}",
+                "r",
+            )
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, TransportError::TooLarge { limit: 1000 }),
             "{e:?}"
@@ -724,7 +767,15 @@ mod tests {
             DEFAULT_MAX_RESPONSE_BYTES,
             false,
         );
-        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        let e = t
+            .send(
+                "/v1/chat/completions",
+                Endpoint::from_path("/v1/chat/completions"),
+                "{}",
+                "r",
+            )
+            .await
+            .unwrap_err();
         assert_eq!(
             e.unreached_cause().as_deref(),
             Some("connection refused"),
@@ -736,7 +787,15 @@ mod tests {
         // acted on, so it is not "unreached".
         let hangs_up = Canned::start(None).await;
         let t = transport(hangs_up.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
-        let e = t.send("/v1/chat/completions", "{}", "r").await.unwrap_err();
+        let e = t
+            .send(
+                "/v1/chat/completions",
+                Endpoint::from_path("/v1/chat/completions"),
+                "{}",
+                "r",
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(e, TransportError::Disconnected(_)), "{e:?}");
         assert_eq!(e.unreached_cause(), None);
         assert_eq!(e.code(), "connection_error");

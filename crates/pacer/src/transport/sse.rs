@@ -937,4 +937,51 @@ mod tests {
         a.push(&CHAT.as_bytes()[done_at..]).unwrap();
         assert!(a.is_done());
     }
+
+    /// Lines a broken or hostile stream might hold, so that the fuzzing gets
+    /// past the framing into the reassembly.
+    fn sse_piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let json = prop_oneof![
+            any::<u64>().prop_map(|i| format!("{{\"choices\":[{{\"index\":{i},\"delta\":{{\"content\":\"x\",\"tool_calls\":[{{\"index\":{i},\"function\":{{\"arguments\":\"a\"}}}}]}}}}],\"usage\":{{\"prompt_tokens\":{i}}}}}")),
+            any::<u64>().prop_map(|i| format!("{{\"type\":\"content_block_start\",\"index\":{i},\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}")),
+            any::<u64>().prop_map(|i| format!("{{\"type\":\"content_block_delta\",\"index\":{i},\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{{\"}}}}")),
+            any::<i128>().prop_map(|n| format!("{{\"type\":\"message_delta\",\"usage\":{{\"output_tokens\":{n}}}}}")),
+            Just("{\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":1e300}}}".to_string()),
+            Just("{\"type\":\"message_stop\"}".to_string()),
+            Just("{\"type\":\"error\",\"error\":{}}".to_string()),
+            any::<String>(),
+        ];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            json.prop_map(|j| format!("data: {j}\n\n").into_bytes()),
+            Just(b"data: [DONE]\n\n".to_vec()),
+            Just(b"event: message_stop\r\n".to_vec()),
+            Just(b"\xEF\xBB\xBF".to_vec()),
+            Just(b"\r".to_vec()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            pieces in proptest::collection::vec(sse_piece(), 0..16),
+            kind in 0..3usize,
+        ) {
+            let kind = [StreamKind::OpenAiChat, StreamKind::OpenAiCompletions, StreamKind::Anthropic][kind];
+            let mut a = StreamAssembler::new(kind);
+            for p in &pieces {
+                if a.push(p).is_err() {
+                    return Ok(());
+                }
+            }
+            if let Ok(body) = a.finish() {
+                if let Some(u) = crate::cost::Usage::from_response(&body) {
+                    proptest::prop_assert!(u.completion_tokens <= crate::provider::MAX_COUNT);
+                    proptest::prop_assert!(u.prompt_tokens <= 3 * crate::provider::MAX_COUNT);
+                }
+            }
+        }
+    }
 }

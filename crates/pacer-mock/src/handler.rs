@@ -261,7 +261,7 @@ pub(crate) async fn api(
         return answer.json(429, &error_body::insufficient_quota(anthropic));
     }
 
-    let estimate = pacer::tokens::estimate_request(endpoint.path(), &body);
+    let estimate = crate::tokens::charge(endpoint.path(), &body);
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
     match state.limiter.admit(key, estimate.total(), Instant::now()) {
         Admission::Admitted(snapshot) => answer.limit_headers(&snapshot),

@@ -56,9 +56,8 @@ impl Encoding {
         match self {
             Encoding::O200kBase => O200K
                 .get_or_init(|| tiktoken_rs::o200k_base().expect("tiktoken-rs ships o200k_base")),
-            Encoding::Cl100kBase => CL100K.get_or_init(|| {
-                tiktoken_rs::cl100k_base().expect("tiktoken-rs ships cl100k_base")
-            }),
+            Encoding::Cl100kBase => CL100K
+                .get_or_init(|| tiktoken_rs::cl100k_base().expect("tiktoken-rs ships cl100k_base")),
         }
     }
 }
@@ -249,8 +248,7 @@ pub fn chat_prompt_tokens(model: &str, body: &Value) -> u64 {
 /// and gpt-4o-mini (func_init 7) and gpt-4 and gpt-3.5-turbo (10); here they
 /// follow the encoding, which is what separates those two groups.
 fn tool_tokens(model: &str, body: &Value) -> u64 {
-    let functions: Vec<&Value> = if let Some(tools) = body.get("tools").and_then(Value::as_array)
-    {
+    let functions: Vec<&Value> = if let Some(tools) = body.get("tools").and_then(Value::as_array) {
         tools.iter().filter_map(|t| t.get("function")).collect()
     } else if let Some(functions) = body.get("functions").and_then(Value::as_array) {
         functions.iter().collect()
@@ -437,7 +435,8 @@ mod tests {
     fn absent_max_tokens_charges_1024_and_embeddings_only_input() {
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
         assert_eq!(charge("/v1/chat/completions", &body).max_output, 1024);
-        let body = json!({"model": "text-embedding-3-small", "input": ["Hello world", "Hello world"]});
+        let body =
+            json!({"model": "text-embedding-3-small", "input": ["Hello world", "Hello world"]});
         assert_eq!(
             charge("/v1/embeddings", &body),
             Charge {

@@ -147,8 +147,8 @@ async fn tpm_is_charged_prompt_plus_max_tokens_and_refuses_with_type_tokens() {
     })
     .await;
     let body = chat_body("count me"); // max_tokens 50
-    // The cookbook's count: 3 a message + "user" 1 + "count me" 2 + 3
-    // priming; then max_tokens.
+                                      // The cookbook's count: 3 a message + "user" 1 + "count me" 2 + 3
+                                      // priming; then max_tokens.
     let charged = 9 + 50;
     assert_eq!(charge("/v1/chat/completions", &body).total(), charged);
     let resp = post(&server, "/chat/completions", &body).await;

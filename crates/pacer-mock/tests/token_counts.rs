@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use support::*;
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/token_counts.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/token_counts.json"
+    );
     let text = std::fs::read_to_string(path).expect("read the fixture");
     serde_json::from_str(&text).expect("the fixture is JSON")
 }
@@ -50,7 +53,10 @@ fn texts_count_as_python_tiktoken_counts_them() {
         let expected = case["tokens"].as_u64().unwrap();
         let got = count(enc, text);
         if got != expected {
-            wrong.push(format!("{}: {text:?}: {got}, tiktoken {expected}", enc.name()));
+            wrong.push(format!(
+                "{}: {text:?}: {got}, tiktoken {expected}",
+                enc.name()
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -94,7 +100,11 @@ async fn the_bill_over_http_is_the_fixture_count() {
             .parse()
             .unwrap();
         let answer: Value = resp.json().await.unwrap();
-        assert_eq!(answer["usage"]["prompt_tokens"], expected, "{}", case["model"]);
+        assert_eq!(
+            answer["usage"]["prompt_tokens"], expected,
+            "{}",
+            case["model"]
+        );
         billed += expected;
         let charged = billed + 16 * server.stats().accepted;
         // The bucket refills while the test runs (TPM/60 a second).

@@ -288,7 +288,10 @@ mod tests {
             assert_eq!(reply.choices.len(), 2);
             for c in &reply.choices {
                 assert!(c.tokens <= 5);
-                assert_eq!(c.tokens, crate::tokens::count_for_model("gpt-4o-mini", &c.text));
+                assert_eq!(
+                    c.tokens,
+                    crate::tokens::count_for_model("gpt-4o-mini", &c.text)
+                );
                 assert!(c.truncated, "replies are at least 9 tokens long");
             }
         }

@@ -261,12 +261,9 @@ pub(crate) async fn api(
         return answer.json(429, &error_body::insufficient_quota(anthropic));
     }
 
-    let estimate = pacer::tokens::estimate_request(
-        pacer::endpoint::Endpoint::from_path(endpoint.path()),
-        &body,
-    );
+    let cost = crate::tokens::charge(endpoint.path(), &body);
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    match state.limiter.admit(key, estimate.total(), Instant::now()) {
+    match state.limiter.admit(key, cost.total(), Instant::now()) {
         Admission::Admitted(snapshot) => answer.limit_headers(&snapshot),
         Admission::Refused {
             kind,
@@ -303,7 +300,7 @@ pub(crate) async fn api(
             );
         }
     }
-    let admitted_before = state.recorder.charge(estimate.total());
+    let admitted_before = state.recorder.charge(cost.total());
     if state.config.quota.is_some_and(|q| admitted_before >= q) {
         return answer.json(429, &error_body::insufficient_quota(anthropic));
     }
@@ -328,7 +325,7 @@ pub(crate) async fn api(
     }
 
     let reply = Reply::generate(endpoint, &body);
-    answer.outcome.prompt_tokens = estimate.prompt;
+    answer.outcome.prompt_tokens = cost.prompt;
     answer.outcome.completion_tokens = reply.completion_tokens();
     let streaming =
         endpoint.can_stream() && body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -337,7 +334,7 @@ pub(crate) async fn api(
     }
 
     if !streaming {
-        let out = success_body(endpoint, &body, &reply, estimate.prompt, seq, unix_now());
+        let out = success_body(endpoint, &body, &reply, cost.prompt, seq, unix_now());
         if roll.verdict == Verdict::Reset {
             let bytes = Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
             let cut = ((bytes.len() as f64 * roll.break_at) as usize)
@@ -348,7 +345,7 @@ pub(crate) async fn api(
         return answer.json(200, &out);
     }
 
-    let events = stream_events(endpoint, &body, &reply, estimate.prompt, seq, unix_now());
+    let events = stream_events(endpoint, &body, &reply, cost.prompt, seq, unix_now());
     if roll.verdict == Verdict::Reset {
         return answer.broken("text/event-stream", events, roll.break_at);
     }

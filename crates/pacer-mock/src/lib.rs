@@ -5,8 +5,8 @@
 //! under load, and users need one to rehearse a 10,000-document job in
 //! seconds, with no key and no bill. So the simulator copies what clients
 //! depend on, not what is easy: limits are per key, continuously refilling
-//! buckets charged at admission with the engine's own token estimate
-//! ([`pacer::tokens::estimate_request`]); every answer carries the
+//! buckets charged at admission with the simulator's own token count
+//! ([`tokens::charge`], independent of pacer's engine); every answer carries the
 //! providers' rate-limit headers; 429s say how long to wait in the
 //! providers' words and headers; failures come in the providers' shapes
 //! (500/502/503, Anthropic's 529, billing stops, hangs, resets, cut streams).
@@ -38,6 +38,7 @@ pub mod reply;
 mod server;
 mod state;
 mod stats;
+pub mod tokens;
 
 pub use config::{MockConfig, Outage, RetryAfterStyle, DEFAULT_KEY};
 pub use error::MockError;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pacer::tokens::estimate_request;
+use pacer_mock::tokens::{charge, count_for_model};
 use pacer_mock::{expected_reply, MockConfig, Outage, RetryAfterStyle, Stats, DEFAULT_KEY};
 use serde_json::{json, Value};
 use support::*;
@@ -147,12 +147,15 @@ async fn tpm_is_charged_prompt_plus_max_tokens_and_refuses_with_type_tokens() {
     })
     .await;
     let body = chat_body("count me"); // max_tokens 50
-    let charge = estimate_request(pacer::endpoint::Endpoint::ChatCompletions, &body).total();
+                                      // The cookbook's count: 3 a message + "user" 1 + "count me" 2 + 3
+                                      // priming; then max_tokens.
+    let charged = 9 + 50;
+    assert_eq!(charge("/v1/chat/completions", &body).total(), charged);
     let resp = post(&server, "/chat/completions", &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         header(&resp, "x-ratelimit-remaining-tokens"),
-        (200 - charge).to_string()
+        (200 - charged).to_string()
     );
     assert!(
         resp.headers().get("x-ratelimit-limit-requests").is_none(),
@@ -171,7 +174,7 @@ async fn tpm_is_charged_prompt_plus_max_tokens_and_refuses_with_type_tokens() {
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["type"], "tokens");
     assert_eq!(err["error"]["code"], "rate_limit_exceeded");
-    assert_eq!(server.stats().tokens_charged, 3 * charge);
+    assert_eq!(server.stats().tokens_charged, 3 * charged);
 
     let huge = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000});
     let resp = post(&server, "/chat/completions", &huge).await;
@@ -385,11 +388,11 @@ async fn replies_are_deterministic_and_belong_to_their_request() {
         assert_eq!(text, expected_reply("/v1/chat/completions", &body));
         assert_eq!(resp["model"], "gpt-4o-mini");
         assert!(resp["id"].as_str().unwrap().starts_with("chatcmpl-"));
-        let est = estimate_request(pacer::endpoint::Endpoint::ChatCompletions, &body);
+        let est = charge("/v1/chat/completions", &body);
         let usage = &resp["usage"];
         assert_eq!(usage["prompt_tokens"], est.prompt);
         let completion = usage["completion_tokens"].as_u64().unwrap();
-        assert_eq!(completion, pacer::tokens::count_text("gpt-4o-mini", &text));
+        assert_eq!(completion, count_for_model("gpt-4o-mini", &text));
         assert_eq!(
             usage["total_tokens"].as_u64().unwrap(),
             est.prompt + completion
@@ -430,7 +433,7 @@ async fn replies_are_deterministic_and_belong_to_their_request() {
     );
     assert_eq!(
         resp["usage"]["input_tokens"],
-        estimate_request(pacer::endpoint::Endpoint::Messages, &body).prompt
+        charge("/v1/messages", &body).prompt
     );
     assert!(resp["usage"]["output_tokens"].as_u64().unwrap() > 0);
     assert_eq!(resp["stop_reason"], "end_turn");
@@ -462,7 +465,7 @@ async fn completions_embeddings_and_models_have_provider_shapes() {
     assert_eq!(resp["data"][1]["embedding"].as_array().unwrap().len(), 8);
     assert_eq!(
         resp["usage"]["prompt_tokens"],
-        estimate_request(pacer::endpoint::Endpoint::Embeddings, &body).prompt
+        charge("/v1/embeddings", &body).prompt
     );
 
     let resp = client()
@@ -651,9 +654,7 @@ async fn stats_count_duplicates_and_the_log_keeps_client_ids() {
     assert_eq!(
         stats.prompt_tokens,
         (0..6).map(|_| 0).sum::<u64>() + {
-            let p = |s: &str| {
-                estimate_request(pacer::endpoint::Endpoint::ChatCompletions, &chat_body(s)).prompt
-            };
+            let p = |s: &str| charge("/v1/chat/completions", &chat_body(s)).prompt;
             3 * p("one") + 2 * p("two") + p("three")
         }
     );

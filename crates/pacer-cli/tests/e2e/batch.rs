@@ -1,5 +1,7 @@
 //! `pacer run` on OpenAI Batch files: results, crashes, stops, faults, bad input.
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::*;
@@ -44,6 +46,7 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
     let input = write_batch(env.dir.path(), "jobs.jsonl", 600);
     let concurrency = 8u64;
     let mut kills = 0u64;
+    let mut checked = 0;
     // Kill at moments spread over the run (deterministic but varied).
     for (round, wait_ms) in [150u64, 420, 90, 700, 260].into_iter().enumerate() {
         let mut child = env
@@ -67,8 +70,11 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
             }
         }
         // Whatever the moment, the output never holds a partial line after recovery.
-        let _ = read_input(&input);
+        if assert_recovered_output_is_whole(&env, &input) {
+            checked += 1;
+        }
     }
+    assert!(checked >= 3, "only {checked} kills left a state to recover");
     let out = env
         .run(&[
             "run",
@@ -89,6 +95,53 @@ async fn sigkill_at_random_moments_then_rerun_finishes_with_every_line_once() {
     );
     let s = summary(&out);
     assert!(s["resent"].as_u64().unwrap() <= kills * concurrency, "{s}");
+}
+
+/// After a kill, runs the start-up recovery the next run would run (the
+/// engine's own, idempotent), then checks the output: it ends with a whole
+/// line, every line is a result of this input for its own request, no id is
+/// there twice, and there is exactly one line per request the state file
+/// counts as finished. Returns false when the kill came before any state.
+fn assert_recovered_output_is_whole(env: &Env, input: &Path) -> bool {
+    let state = env.path("jobs.results.pacer.db");
+    let output = env.path("jobs.results.jsonl");
+    if !state.exists() {
+        return false;
+    }
+    let mut store = pacer::store::JobStore::open(&state).expect("open the state");
+    store.recover(&output).expect("recover");
+    let finished = store.counts().expect("counts");
+    drop(store);
+
+    let inputs = read_input(input);
+    let text = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "a partial line survived recovery: {:?}",
+        &text[text.rfind('\n').map_or(0, |i| i + 1)..]
+    );
+    let mut seen = HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a whole JSON line ({e}): {line}"));
+        let id = v["custom_id"].as_str().expect("custom_id");
+        assert!(seen.insert(id.to_owned()), "{id} is in the output twice");
+        let req = inputs
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is not an input id"));
+        let expected = pacer_mock::expected_reply(req["url"].as_str().unwrap(), &req["body"]);
+        assert_eq!(
+            v["response"]["body"]["choices"][0]["message"]["content"],
+            expected.as_str(),
+            "{id}: the line is not this request's answer"
+        );
+    }
+    assert_eq!(
+        seen.len() as u64,
+        finished.done + finished.failed,
+        "lines in the output vs requests the state counts finished"
+    );
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,21 @@ async fn max_cost_stops_resumably_and_never_passes_the_cap() {
     let spent = s["cost_usd"].as_f64().unwrap();
     assert!(spent <= cap + 1e-12, "spent {spent} over the cap {cap}");
     assert!(spent > cap * 0.5, "stopped too early: {spent}");
+    // pacer's own figure could be wrong in a way that keeps it under the cap;
+    // the provider's bill (gpt-4o-mini: $0.15/M in, $0.60/M out, from the
+    // simulator's own counts) is what the cap is about.
+    let stats = env.stats();
+    let billed = (stats.prompt_tokens as f64 * 0.15 + stats.completion_tokens as f64 * 0.60) / 1e6;
+    assert!(
+        billed <= cap + 1e-9,
+        "the provider billed {billed}, over the cap {cap}"
+    );
+    // pacer reconciles with each answer's usage, so the two agree to within
+    // one request (~$0.000033) answered as the run stopped.
+    assert!(
+        (billed - spent).abs() <= 0.000035,
+        "pacer says {spent} spent, the provider billed {billed}"
+    );
     let done = s["succeeded"].as_u64().unwrap();
     assert!(done > 0 && done < 1_000, "{s}");
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use pacer::tokens::{count_text, encoding_for_model, Encoding};
+use crate::tokens::{count, encoding_for_model, scale_for_model, Encoding};
 use serde_json::Value;
 
 use super::Endpoint;
@@ -35,21 +35,21 @@ struct PieceCounts {
 fn piece_counts(enc: Encoding) -> &'static PieceCounts {
     static O200K: OnceLock<PieceCounts> = OnceLock::new();
     static CL100K: OnceLock<PieceCounts> = OnceLock::new();
-    let (cell, model) = match enc {
-        Encoding::O200k => (&O200K, "gpt-4o"),
-        Encoding::Cl100k => (&CL100K, "gpt-4"),
+    let cell = match enc {
+        Encoding::O200kBase => &O200K,
+        Encoding::Cl100kBase => &CL100K,
     };
     cell.get_or_init(|| {
         let mut first = [0; WORDS.len()];
         let mut rest = [0; WORDS.len()];
         for (i, w) in WORDS.iter().enumerate() {
-            first[i] = count_text(model, &capitalise(w));
-            rest[i] = count_text(model, &format!(" {w}"));
+            first[i] = count(enc, &capitalise(w));
+            rest[i] = count(enc, &format!(" {w}"));
         }
         PieceCounts {
             first,
             rest,
-            period: count_text(model, "."),
+            period: count(enc, "."),
         }
     })
 }
@@ -154,8 +154,8 @@ fn choice(
     model: &str,
 ) -> ReplyChoice {
     // Families counted as a scaled base encoding (Claude) are scaled here too,
-    // so that usage agrees with pacer's own count of the same text.
-    let scaled = |t: u64| pacer::tokens::scale_for_model(model, t);
+    // so that usage agrees with the simulator's count of the same text.
+    let scaled = |t: u64| scale_for_model(model, t);
     let mut h = blake3::Hasher::new();
     h.update(seed);
     h.update(&index.to_le_bytes());
@@ -270,7 +270,7 @@ mod tests {
                 let c = &reply.choices[0];
                 assert_eq!(
                     c.tokens,
-                    count_text(model, &c.text),
+                    crate::tokens::count_for_model(model, &c.text),
                     "{model}: {:?}",
                     c.text
                 );
@@ -288,7 +288,10 @@ mod tests {
             assert_eq!(reply.choices.len(), 2);
             for c in &reply.choices {
                 assert!(c.tokens <= 5);
-                assert_eq!(c.tokens, count_text("gpt-4o-mini", &c.text));
+                assert_eq!(
+                    c.tokens,
+                    crate::tokens::count_for_model("gpt-4o-mini", &c.text)
+                );
                 assert!(c.truncated, "replies are at least 9 tokens long");
             }
         }

@@ -61,9 +61,11 @@ async fn an_unknown_limit_is_learned_from_429s_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_ridden_out_without_hammering_the_provider() {
-    // 600 rpm with a short bucket: ~20 s of work, down from 3 s to 11 s.
+    // 600 rpm with a short bucket: ~25 s of work, down from 6 s to 14 s.
+    // (A debug build takes seconds to start, tokenizer included: an outage
+    // that began sooner would meet the run's first burst, not its pace.)
     let outage = Outage {
-        start: Duration::from_secs(3),
+        start: Duration::from_secs(6),
         duration: Duration::from_secs(8),
     };
     let env = Env::new(MockConfig {
@@ -74,7 +76,7 @@ async fn an_outage_is_ridden_out_without_hammering_the_provider() {
         ..MockConfig::default()
     })
     .await;
-    let input = write_batch(env.dir.path(), "jobs.jsonl", 150);
+    let input = write_batch(env.dir.path(), "jobs.jsonl", 250);
     let out = env
         .run(&["run", "jobs.jsonl", "--json", "--max-retries", "3"])
         .await;

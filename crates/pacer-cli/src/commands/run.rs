@@ -67,7 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     cfg.transport = TransportConfig {
         base_url,
-        api_key: key.map(ApiKey::new),
+        api_key: key.map(|k| ApiKey::from_env(&key_env, k)),
         timeout: args.timeout,
         idle_timeout: args.idle_timeout,
         stream: args.stream,

@@ -20,7 +20,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
     let base_url = base_url.unwrap_or_else(|| default_base_url(anthropic).to_string());
     let transport = pacer::transport::Transport::new(TransportConfig {
         base_url: base_url.clone(),
-        api_key: Some(ApiKey::new(key)),
+        api_key: Some(ApiKey::from_env(&key_env, key)),
         timeout: std::time::Duration::from_secs(30),
         ..TransportConfig::default()
     })?;

@@ -164,7 +164,10 @@ async fn a_wrong_key_stops_the_run_after_at_most_the_concurrency_limit() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("API key was rejected (401)"), "{err}");
+    assert!(
+        err.contains("API key was rejected (401): check $OPENAI_API_KEY"),
+        "{err}"
+    );
     assert!(
         !err.contains("sk-wrong-key-123456"),
         "the key leaked: {err}"
@@ -179,6 +182,11 @@ async fn a_wrong_key_stops_the_run_after_at_most_the_concurrency_limit() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(env.chats() <= 20, "sent {} requests", env.chats());
+    assert!(
+        stderr(&out).contains("check $OPENAI_API_KEY"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("sk-wrong-key-123456"));
     // Nothing finished, nothing lost: the right key resumes.
     let out = env
@@ -421,4 +429,34 @@ async fn usage_errors_exit_64() {
     assert!(stderr(&out).contains("missing.jsonl"), "{}", stderr(&out));
     let out = env.run(&["run", "x.jsonl", "--rpm", "-3"]).await;
     assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_anthropic_key_names_the_anthropic_variable() {
+    let env = Env::new(MockConfig::default()).await;
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                r#"{{"custom_id":"a{i}","method":"POST","url":"/v1/messages?beta=true","body":{{"model":"claude-3-5-haiku-latest","max_tokens":16,"messages":[{{"role":"user","content":"hi {i}"}}]}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(env.path("claude.jsonl"), lines.join("\n") + "\n").unwrap();
+    for verify in [true, false] {
+        let mut args = vec!["run", "claude.jsonl", "--provider", "anthropic"];
+        if !verify {
+            args.push("--no-verify");
+        }
+        let out = env
+            .run_with(&args, |c| {
+                c.env("ANTHROPIC_API_KEY", "sk-ant-wrong-987")
+                    .env("ANTHROPIC_BASE_URL", env.mock.base_url());
+            })
+            .await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("check $ANTHROPIC_API_KEY"), "{err}");
+        assert!(!err.contains("OPENAI_API_KEY"), "{err}");
+        assert!(!err.contains("sk-ant-wrong-987"), "the key leaked: {err}");
+    }
 }

@@ -181,6 +181,9 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
             outcome.verdict = Verdict::Stop(too_long.into());
         }
     }
+    if let Verdict::Stop(StopReason::Unauthorized { key_source, .. }) = &mut outcome.verdict {
+        *key_source = ctx.transport.key_source().map(str::to_owned);
+    }
     let unreached = failure.unreached_cause();
     if unreached.is_none() {
         ctx.reached.store(true, Ordering::Relaxed);

@@ -50,7 +50,10 @@ pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -
     };
     let limits = parse_rate_limit_headers(&answer.headers, SystemTime::now());
     match answer.status {
-        401 => Verdict::Refused(StopReason::Unauthorized { status: 401 }),
+        401 => Verdict::Refused(StopReason::Unauthorized {
+            status: 401,
+            key_source: transport.key_source().map(str::to_owned),
+        }),
         403 => Verdict::Refused(StopReason::Forbidden),
         200..=299 => {
             let listed: Option<Vec<String>> = serde_json::from_slice::<Value>(&answer.body)

@@ -86,10 +86,16 @@ impl RetryReason {
 #[non_exhaustive]
 pub enum StopReason {
     #[error(
-        "the API key was rejected ({status}): check $OPENAI_API_KEY (or the variable --api-key-env names); \
-         finished results are saved and rerunning the same command resumes"
+        "the API key was rejected ({status}): check {}; \
+         finished results are saved and rerunning the same command resumes",
+        key_source.as_deref().unwrap_or("the key (its environment variable, or the one --api-key-env names)")
     )]
-    Unauthorized { status: u16 },
+    Unauthorized {
+        status: u16,
+        /// Where the key came from (`$ANTHROPIC_API_KEY`), filled in by the
+        /// engine, which knows; never the key.
+        key_source: Option<String>,
+    },
     #[error(
         "the API key is not allowed to do this (403): check the key's project, model access or region; \
          finished results are saved and rerunning the same command resumes"
@@ -166,7 +172,12 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now_wall: SystemT
     }
     let error = ErrorBody::parse(body);
     match status {
-        401 => return Verdict::Stop(StopReason::Unauthorized { status }),
+        401 => {
+            return Verdict::Stop(StopReason::Unauthorized {
+                status,
+                key_source: None,
+            })
+        }
         403 => return Verdict::Stop(StopReason::Forbidden),
         429 if error.is("insufficient_quota") => {
             return Verdict::Stop(StopReason::InsufficientQuota)
@@ -376,7 +387,10 @@ mod tests {
         }
         assert_eq!(
             verdict(401, r#"{"error":{"code":"invalid_api_key"}}"#),
-            Verdict::Stop(StopReason::Unauthorized { status: 401 })
+            Verdict::Stop(StopReason::Unauthorized {
+                status: 401,
+                key_source: None
+            })
         );
         assert_eq!(verdict(403, ""), Verdict::Stop(StopReason::Forbidden));
     }
@@ -419,7 +433,10 @@ mod tests {
         );
         assert_eq!(
             classify(401, &h, b"", SystemTime::now()),
-            Verdict::Stop(StopReason::Unauthorized { status: 401 })
+            Verdict::Stop(StopReason::Unauthorized {
+                status: 401,
+                key_source: None
+            })
         );
     }
 
@@ -571,7 +588,10 @@ mod tests {
     #[test]
     fn stop_sentences_are_plain_and_say_how_to_resume() {
         let all = [
-            StopReason::Unauthorized { status: 401 },
+            StopReason::Unauthorized {
+                status: 401,
+                key_source: None,
+            },
             StopReason::Forbidden,
             StopReason::InsufficientQuota,
             StopReason::BudgetReached { cap_usd: 12.5 },

@@ -154,6 +154,11 @@ impl Transport {
         &self.config
     }
 
+    /// Where the key came from (`$OPENAI_API_KEY`), for messages.
+    pub fn key_source(&self) -> Option<&str> {
+        self.config.api_key.as_ref().and_then(ApiKey::source)
+    }
+
     /// The full URL for an endpoint path such as `/v1/chat/completions`.
     pub fn endpoint(&self, path: &str) -> String {
         join_url(&self.config.base_url, path)

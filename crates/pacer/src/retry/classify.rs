@@ -4,7 +4,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use super::{retry_after, retry_hint_from_message};
-use crate::provider::ServerWait;
+use crate::provider::{RateLimitSnapshot, ServerWait};
 
 /// What to do with an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,7 +166,13 @@ fn human_wait(d: Duration) -> String {
 ///
 /// `x-should-retry: true|false` (sent by OpenAI and Anthropic) overrides the
 /// retry/fail decision, never a stop.
-pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now_wall: SystemTime) -> Verdict {
+pub fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    limits: &RateLimitSnapshot,
+    body: &[u8],
+    now_wall: SystemTime,
+) -> Verdict {
     if (200..300).contains(&status) {
         return Verdict::Success;
     }
@@ -203,7 +209,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], now_wall: SystemT
     };
     let verdict = match status {
         429 => Verdict::Retry(RetryReason::RateLimited {
-            scope: error.scope().unwrap_or_else(|| scope_from_headers(headers)),
+            scope: error.scope().unwrap_or_else(|| scope_from_limits(limits)),
             after: after(),
         }),
         529 => Verdict::Retry(RetryReason::Overloaded { after: after() }),
@@ -283,26 +289,13 @@ impl ErrorBody {
     }
 }
 
-/// Without a word in the body, the limit whose headers say nothing remains.
-fn scope_from_headers(headers: &HeaderMap) -> LimitScope {
-    let empty = |names: &[&str]| {
-        names.iter().any(|n| {
-            headers
-                .get(*n)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim() == "0")
-        })
-    };
-    let requests = empty(&[
-        "x-ratelimit-remaining-requests",
-        "anthropic-ratelimit-requests-remaining",
-    ]);
-    let tokens = empty(&[
-        "x-ratelimit-remaining-tokens",
-        "anthropic-ratelimit-tokens-remaining",
-        "anthropic-ratelimit-input-tokens-remaining",
-        "anthropic-ratelimit-output-tokens-remaining",
-    ]);
+/// Without a word in the body, the limit whose headers say nothing remains
+/// (read from the snapshot the engine already parsed, not the headers again).
+fn scope_from_limits(limits: &RateLimitSnapshot) -> LimitScope {
+    let empty = |w: &crate::provider::RateWindow| w.remaining == Some(0);
+    let requests = empty(&limits.requests);
+    let tokens =
+        empty(&limits.tokens) || empty(&limits.input_tokens) || empty(&limits.output_tokens);
     match (requests, tokens) {
         (true, false) => LimitScope::Requests,
         (false, true) => LimitScope::Tokens,
@@ -313,6 +306,13 @@ fn scope_from_headers(headers: &HeaderMap) -> LimitScope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::parse_rate_limit_headers;
+
+    /// Classifies with the snapshot parsed from the same headers, as the
+    /// engine does.
+    fn classify_h(status: u16, h: &HeaderMap, body: &[u8], now: SystemTime) -> Verdict {
+        classify(status, h, &parse_rate_limit_headers(h, now), body, now)
+    }
     use crate::provider::WaitSource;
     use reqwest::header::HeaderValue;
 
@@ -325,7 +325,7 @@ mod tests {
     }
 
     fn verdict(status: u16, body: &str) -> Verdict {
-        classify(
+        classify_h(
             status,
             &HeaderMap::new(),
             body.as_bytes(),
@@ -400,17 +400,17 @@ mod tests {
         let now = SystemTime::now();
         let anthropic = br#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#;
         assert_eq!(
-            classify(400, &HeaderMap::new(), anthropic, now),
+            classify_h(400, &HeaderMap::new(), anthropic, now),
             Verdict::Stop(StopReason::InsufficientQuota)
         );
         let openai = br#"{"error":{"message":"Billing hard limit has been reached","type":"invalid_request_error","code":"billing_hard_limit_reached"}}"#;
         assert_eq!(
-            classify(400, &HeaderMap::new(), openai, now),
+            classify_h(400, &HeaderMap::new(), openai, now),
             Verdict::Stop(StopReason::InsufficientQuota)
         );
         // An ordinary bad request stays failed for good.
         let bad = br#"{"error":{"message":"Invalid value for 'temperature'","type":"invalid_request_error","code":null}}"#;
-        assert_eq!(classify(400, &HeaderMap::new(), bad, now), Verdict::Fail);
+        assert_eq!(classify_h(400, &HeaderMap::new(), bad, now), Verdict::Fail);
     }
 
     #[test]
@@ -428,11 +428,11 @@ mod tests {
         // And x-should-retry never turns a stop into a retry.
         let h = headers(&[("x-should-retry", "true")]);
         assert_eq!(
-            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            classify_h(429, &h, body.as_bytes(), SystemTime::now()),
             Verdict::Stop(StopReason::InsufficientQuota)
         );
         assert_eq!(
-            classify(401, &h, b"", SystemTime::now()),
+            classify_h(401, &h, b"", SystemTime::now()),
             Verdict::Stop(StopReason::Unauthorized {
                 status: 401,
                 key_source: None
@@ -474,7 +474,7 @@ mod tests {
         let h = headers(&[("retry-after-ms", "1500")]);
         let body = r#"{"error":{"message":"Please try again in 20s.","type":"requests"}}"#;
         assert_eq!(
-            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            classify_h(429, &h, body.as_bytes(), SystemTime::now()),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Requests,
                 after: Some(ServerWait::new(
@@ -486,7 +486,7 @@ mod tests {
         );
         let h = headers(&[("retry-after", "7")]);
         assert_eq!(
-            classify(503, &h, b"Service Unavailable", SystemTime::now()),
+            classify_h(503, &h, b"Service Unavailable", SystemTime::now()),
             Verdict::Retry(RetryReason::Server {
                 status: 503,
                 after: ra(7)
@@ -503,7 +503,7 @@ mod tests {
             ("anthropic-ratelimit-requests-remaining", "40"),
         ]);
         assert_eq!(
-            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            classify_h(429, &h, body.as_bytes(), SystemTime::now()),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Tokens,
                 after: ra(12)
@@ -511,7 +511,7 @@ mod tests {
         );
         let h = headers(&[("x-ratelimit-remaining-requests", "0")]);
         assert_eq!(
-            classify(429, &h, body.as_bytes(), SystemTime::now()),
+            classify_h(429, &h, body.as_bytes(), SystemTime::now()),
             Verdict::Retry(RetryReason::RateLimited {
                 scope: LimitScope::Requests,
                 after: None
@@ -526,18 +526,18 @@ mod tests {
         let odd = headers(&[("x-should-retry", "maybe")]);
         let now = SystemTime::now();
         assert_eq!(
-            classify(400, &yes, b"", now),
+            classify_h(400, &yes, b"", now),
             Verdict::Retry(RetryReason::Server {
                 status: 400,
                 after: None
             })
         );
-        assert_eq!(classify(500, &no, b"", now), Verdict::Fail);
-        assert_eq!(classify(429, &no, b"", now), Verdict::Fail);
-        assert_eq!(classify(400, &odd, b"", now), Verdict::Fail);
-        assert_eq!(classify(200, &no, b"", now), Verdict::Success);
+        assert_eq!(classify_h(500, &no, b"", now), Verdict::Fail);
+        assert_eq!(classify_h(429, &no, b"", now), Verdict::Fail);
+        assert_eq!(classify_h(400, &odd, b"", now), Verdict::Fail);
+        assert_eq!(classify_h(200, &no, b"", now), Verdict::Success);
         assert_eq!(
-            classify(403, &yes, b"", now),
+            classify_h(403, &yes, b"", now),
             Verdict::Stop(StopReason::Forbidden)
         );
     }
@@ -657,7 +657,7 @@ mod tests {
     #[test]
     fn absurd_waits_are_classified_with_their_header() {
         let h = headers(&[("retry-after", "1e19")]);
-        let v = classify(503, &h, b"", SystemTime::now());
+        let v = classify_h(503, &h, b"", SystemTime::now());
         let Verdict::Retry(r) = v else {
             panic!("{v:?}")
         };

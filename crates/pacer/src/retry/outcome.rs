@@ -28,7 +28,13 @@ impl Outcome {
     /// The outcome of an HTTP answer.
     pub fn of_answer(answer: &Answer, latency: Duration, now_wall: SystemTime) -> Outcome {
         let limits = parse_rate_limit_headers(&answer.headers, now_wall);
-        let verdict = classify(answer.status, &answer.headers, &answer.body, now_wall);
+        let verdict = classify(
+            answer.status,
+            &answer.headers,
+            &limits,
+            &answer.body,
+            now_wall,
+        );
         let charged_tokens = match &verdict {
             Verdict::Retry(RetryReason::RateLimited { .. }) | Verdict::Stop(_) => Some(0),
             _ => None,

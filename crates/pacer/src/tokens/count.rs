@@ -6,8 +6,8 @@ use tiktoken_rs::CoreBPE;
 use crate::endpoint::Endpoint;
 
 /// What a request is charged for `max_tokens` when it sets none. Providers do
-/// not document theirs; the simulated provider uses the same number, so the
-/// engine's estimate and the simulator's charge agree.
+/// not document theirs; the simulated provider (which counts with its own
+/// code) charges the same documented number.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 1024;
 
 /// Per-message overhead in chat formats (`<|start|>{role}\n{content}<|end|>\n`).

@@ -374,6 +374,51 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_short_window_shown_in_the_headers_sets_the_burst() {
+        // 600 a minute, enforced over one second: a bucket of 10.
+        let pacer = Pacer::new(&Limits::default());
+        let t0 = Instant::now();
+        let snap = |remaining, reset_ms| RateLimitSnapshot {
+            requests: RateWindow {
+                limit: Some(600),
+                remaining: Some(remaining),
+                reset: Some(Duration::from_millis(reset_ms)),
+            },
+            ..Default::default()
+        };
+        assert!(pacer.observe(t0, &snap(10, 0)));
+        for _ in 0..10 {
+            pacer.admit(0).await;
+        }
+        assert_eq!(Instant::now(), t0, "the bucket's ten go at once");
+        for _ in 0..20 {
+            pacer.admit(0).await;
+        }
+        assert_eq!(
+            Instant::now() - t0,
+            Duration::from_secs(2),
+            "then ten a second"
+        );
+        // Half the bucket used, as the provider says: 5 more at once, not a
+        // minute's stall (a minute's bucket believed in would wait 59 s).
+        let t1 = Instant::now() + Duration::from_secs(5);
+        tokio::time::sleep_until(t1).await;
+        pacer.observe(t1, &snap(5, 500));
+        for _ in 0..5 {
+            pacer.admit(0).await;
+        }
+        assert_eq!(Instant::now(), t1);
+        // A minute's bucket reads as a minute's bucket.
+        let minute = Pacer::new(&Limits::default());
+        let now = Instant::now();
+        minute.observe(now, &snap(590, 1000));
+        for _ in 0..590 {
+            minute.admit(0).await;
+        }
+        assert_eq!(Instant::now(), now);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn configured_limits_stay_ceilings_over_headers_and_429s() {
         let pacer = Pacer::new(&Limits {
             rpm: Some(30.0),

@@ -332,6 +332,8 @@ struct Slot {
     /// 429s before this instant belong to the flight that taught us the
     /// limit exists; they must not cut again.
     first_flight_until: Option<Instant>,
+    /// The provider's bucket size in units, as its headers show it.
+    capacity: Option<f64>,
 }
 
 impl Slot {
@@ -343,6 +345,7 @@ impl Slot {
             aimd: Aimd::new(bounds.1, bounds.0, bounds.1),
             bounds,
             first_flight_until: None,
+            capacity: None,
         }
     }
 
@@ -370,16 +373,20 @@ impl Slot {
         if self.configured.is_none() {
             if let Some(limit) = window.limit.filter(|l| *l > 0) {
                 let per_minute = limit as f64;
+                let rate = per_minute / 60.0;
+                let burst = self.learn_capacity(window, per_minute);
                 match self.learned.as_ref() {
                     Some((l, PaceSource::Headers))
-                        if (l.rate() * 60.0 - per_minute).abs() < 1e-9 => {}
-                    Some((l, _)) => {
-                        l.set_rate(now, per_minute / 60.0, per_minute);
+                        if (l.rate() - rate).abs() < 1e-9
+                            && (l.burst() - burst).abs() <= 0.01 * l.burst() => {}
+                    Some((l, source)) => {
+                        // A new burst alone is no change of pace for the UI.
+                        changed = *source != PaceSource::Headers || (l.rate() - rate).abs() >= 1e-9;
+                        l.set_rate(now, rate, burst);
                         self.learned = Some((l.clone(), PaceSource::Headers));
-                        changed = true;
                     }
                     None => {
-                        let limiter = Arc::new(RateLimiter::new(per_minute / 60.0, per_minute));
+                        let limiter = Arc::new(RateLimiter::new(rate, burst));
                         self.learned = Some((limiter, PaceSource::Headers));
                         changed = true;
                     }
@@ -390,6 +397,30 @@ impl Slot {
             limiter.observe_remaining(now, remaining, window.reset.unwrap_or(Duration::ZERO));
         }
         changed
+    }
+
+    /// The size of the provider's bucket, learned from its headers.
+    ///
+    /// Providers state a per-minute limit but may enforce it over a much
+    /// shorter window (Azure over 1 or 10 s; Anthropic may enforce a minute's
+    /// limit per second), and spending a minute's burst against a one-second
+    /// bucket is a flight of 429s. A continuously refilling bucket says its
+    /// own size in every answer: what `remaining` now, plus what refills
+    /// before it is full again (`reset` × the rate). Without `reset`,
+    /// `remaining` alone is a lower bound. The estimate follows a larger
+    /// reading at once and a smaller one slowly (one stale or rounded
+    /// header must not shrink it), within one minute's worth; until any
+    /// header tells, a tenth of a minute goes at once, not the whole minute.
+    fn learn_capacity(&mut self, window: &RateWindow, per_minute: f64) -> f64 {
+        if let Some(remaining) = window.remaining {
+            let refill = window.reset.map_or(0.0, |r| r.as_secs_f64()) * per_minute / 60.0;
+            let seen = (remaining as f64 + refill).clamp(1.0, per_minute);
+            self.capacity = Some(match self.capacity {
+                Some(c) => seen.max(0.9 * c + 0.1 * seen),
+                None => seen,
+            });
+        }
+        self.capacity.unwrap_or(per_minute / 10.0).max(1.0)
     }
 
     /// A good answer worth `units`. Returns whether the pace changed.

@@ -61,22 +61,23 @@ async fn an_unknown_limit_is_learned_from_429s_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_ridden_out_without_hammering_the_provider() {
-    // 600 rpm with a short bucket: ~25 s of work, down from 6 s to 14 s.
-    // (A debug build takes seconds to start, tokenizer included: an outage
-    // that began sooner would meet the run's first burst, not its pace.)
+    // 1,200 rpm with a short bucket: ~23 s of work, down from 10 s to 16 s.
+    // (A debug build takes seconds to start, more on a loaded machine: an
+    // outage that began sooner could meet the run's first burst instead of
+    // its pace.)
     let outage = Outage {
-        start: Duration::from_secs(6),
-        duration: Duration::from_secs(8),
+        start: Duration::from_secs(10),
+        duration: Duration::from_secs(6),
     };
     let env = Env::new(MockConfig {
-        rpm: Some(600),
-        burst: Some(10),
+        rpm: Some(1200),
+        burst: Some(20),
         outage: vec![outage],
         latency: 5,
         ..MockConfig::default()
     })
     .await;
-    let input = write_batch(env.dir.path(), "jobs.jsonl", 250);
+    let input = write_batch(env.dir.path(), "jobs.jsonl", 450);
     let out = env
         .run(&["run", "jobs.jsonl", "--json", "--max-retries", "3"])
         .await;

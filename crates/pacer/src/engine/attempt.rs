@@ -211,7 +211,7 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
         }
         _ => None,
     };
-    let change = ctx.pacer.feedback(now, &outcome, item.estimate.total());
+    let change = ctx.pacer.feedback(now, &outcome, &item.tokens);
     if change.pace_changed {
         ctx.emit_pace();
     }

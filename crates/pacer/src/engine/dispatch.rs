@@ -352,7 +352,7 @@ async fn admit(ctx: &Ctx, item: &mut Item, prices: &PriceTable) -> Option<InFlig
             }
         }
     }
-    ctx.pacer.admit(item.estimate.total()).await;
+    item.tokens = ctx.pacer.admit(item.estimate.total()).await;
     Some(permit)
 }
 

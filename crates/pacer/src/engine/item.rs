@@ -2,6 +2,7 @@ use std::cmp::Ordering;
 
 use crate::cost::Reservation;
 use crate::endpoint::Endpoint;
+use crate::limit::TokenTicket;
 use crate::retry::RetryState;
 use crate::store::PendingRow;
 use crate::tokens::TokenEstimate;
@@ -22,6 +23,8 @@ pub(crate) struct Item {
     pub body: String,
     pub model: Option<String>,
     pub estimate: TokenEstimate,
+    /// What admission charged the token limiter for this attempt.
+    pub tokens: TokenTicket,
     /// Budget held for this request while it is in flight.
     pub reservation: Option<Reservation>,
 }
@@ -42,6 +45,7 @@ impl From<PendingRow> for Item {
                 prompt: r.est_prompt,
                 max_output: r.est_output,
             },
+            tokens: TokenTicket::plain(r.est_prompt.saturating_add(r.est_output)),
             reservation: None,
         }
     }

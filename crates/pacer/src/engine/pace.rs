@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, Instant};
 
-use crate::limit::{later, Limits, NotUntil, PaceState, PaceView, PauseGate, DEFAULT_CONCURRENCY};
+use crate::limit::{
+    later, Limits, NotUntil, PaceState, PaceView, PauseGate, TokenTicket, DEFAULT_CONCURRENCY,
+};
 use crate::provider::RateLimitSnapshot;
 use crate::retry::{Outcome, RetryReason, Verdict};
 
@@ -137,7 +139,7 @@ impl Pacer {
 
     /// Waits until one request of `tokens` may go: the circuit, the gate,
     /// then each limit. Cancel-safe: nothing is charged until a limit admits.
-    pub async fn admit(&self, tokens: u64) {
+    pub async fn admit(&self, tokens: u64) -> TokenTicket {
         loop {
             // Registered before the check, so a close in between is not missed.
             let closed = self.circuit_closed.notified();
@@ -156,7 +158,10 @@ impl Pacer {
             }
         }
         self.gate.wait().await;
-        let limiters = self.lock().pace.limiters();
+        let (limiters, (charged, ratio)) = {
+            let inner = self.lock();
+            (inner.pace.limiters(), inner.pace.token_charge(tokens))
+        };
         if let Some(l) = &limiters.per_second {
             l.acquire(1).await;
         }
@@ -167,10 +172,13 @@ impl Pacer {
             l.acquire(1).await;
         }
         if let Some(l) = &limiters.tokens {
-            l.acquire(tokens).await;
+            l.acquire(charged).await;
         }
         // A 429 may have closed the gate while we waited on the limits.
         self.gate.wait().await;
+        self.lock()
+            .pace
+            .ticket(Instant::now(), tokens, charged, ratio)
     }
 
     /// Feeds the provider's rate-limit headers back (the key check's answer).
@@ -187,18 +195,18 @@ impl Pacer {
     /// Everything one attempt tells the pacer, `reserved` being the tokens
     /// admission took for it: headers, then what the verdict says about the
     /// provider (up, rate-limited, down) and the tokens it really charged.
-    pub fn feedback(&self, now: Instant, outcome: &Outcome, reserved: u64) -> PaceChange {
+    pub fn feedback(&self, now: Instant, outcome: &Outcome, ticket: &TokenTicket) -> PaceChange {
         let mut change = PaceChange::default();
         let mut inner = self.lock();
         let pace = &mut inner.pace;
+        if let Some(actual) = outcome.charged_tokens {
+            pace.settle_tokens(now, ticket, actual);
+        }
         if !outcome.limits.is_empty() {
             change.pace_changed |= pace.observe(now, &outcome.limits);
+            pace.learn_token_ratio(&outcome.limits, ticket);
         }
-        if let Some(charged) = outcome.charged_tokens {
-            if charged != reserved {
-                pace.reconcile_tokens(now, reserved, charged);
-            }
-        }
+        let reserved = ticket.estimate;
         let mut was_down = false;
         match &outcome.verdict {
             Verdict::Success => {
@@ -288,7 +296,8 @@ mod tests {
     impl Pacer {
         fn on_success(&self, now: Instant, latency: Duration, tokens: u64) -> bool {
             let o = outcome(Verdict::Success, latency, Some(tokens));
-            self.feedback(now, &o, tokens).pace_changed
+            self.feedback(now, &o, &TokenTicket::plain(tokens))
+                .pace_changed
         }
 
         fn on_rate_limited(
@@ -300,7 +309,7 @@ mod tests {
             let after = after.map(|d| ServerWait::new(d, WaitSource::RetryAfterMs, ""));
             let reason = RetryReason::RateLimited { scope, after };
             let o = outcome(Verdict::Retry(reason), Duration::ZERO, Some(0));
-            let c = self.feedback(now, &o, 0);
+            let c = self.feedback(now, &o, &TokenTicket::plain(0));
             (c.paused_until.unwrap(), c.pace_changed)
         }
 
@@ -310,12 +319,16 @@ mod tests {
                 after: None,
             };
             let o = outcome(Verdict::Retry(reason), Duration::ZERO, None);
-            self.feedback(now, &o, 0).circuit_open
+            self.feedback(now, &o, &TokenTicket::plain(0)).circuit_open
         }
 
         fn on_provider_up(&self, now: Instant) -> bool {
-            self.feedback(now, &outcome(Verdict::Fail, Duration::ZERO, None), 0)
-                .pace_changed
+            self.feedback(
+                now,
+                &outcome(Verdict::Fail, Duration::ZERO, None),
+                &TokenTicket::plain(0),
+            )
+            .pace_changed
         }
 
         fn recovery_rate(&self) -> Option<f64> {
@@ -419,6 +432,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_provider_that_counts_more_than_pacer_is_paced_in_its_own_terms() {
+        // 60,000 tokens a minute in a one-minute bucket; the provider counts
+        // each request as 1,300 where pacer estimates 1,000 (OpenAI's
+        // limiter counts characters, not tokens).
+        let pacer = Pacer::new(&Limits::default());
+        let t0 = Instant::now();
+        let mut provider_used = 0u64;
+        let snap = |used: u64| RateLimitSnapshot {
+            tokens: RateWindow {
+                limit: Some(60_000),
+                remaining: Some(60_000 - used.min(60_000)),
+                reset: Some(Duration::from_millis(used)), // 1,000 a second refill
+            },
+            ..Default::default()
+        };
+        pacer.observe(t0, &snap(0));
+        for _ in 0..30 {
+            let ticket = pacer.admit(1_000).await;
+            provider_used += 1_300;
+            let mut o = outcome(Verdict::Success, Duration::ZERO, Some(1_000));
+            o.limits = snap(provider_used);
+            pacer.feedback(t0, &o, &ticket);
+        }
+        let ratio = pacer.lock().pace.token_ratio();
+        assert!((1.2..=1.35).contains(&ratio), "learned {ratio}");
+        // Later requests are charged in the provider's terms.
+        let ticket = pacer.admit(1_000).await;
+        assert!(ticket.charged >= 1_200, "{ticket:?}");
+        // With no token headers, nothing is learned.
+        let quiet = Pacer::new(&Limits {
+            tpm: Some(60_000.0),
+            ..Limits::default()
+        });
+        let ticket = quiet.admit(1_000).await;
+        quiet.feedback(
+            t0,
+            &outcome(Verdict::Success, Duration::ZERO, Some(1_000)),
+            &ticket,
+        );
+        assert_eq!(quiet.lock().pace.token_ratio(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn configured_limits_stay_ceilings_over_headers_and_429s() {
         let pacer = Pacer::new(&Limits {
             rpm: Some(30.0),
@@ -461,12 +517,13 @@ mod tests {
             ..Limits::default()
         });
         let t0 = Instant::now();
-        pacer.admit(6000).await; // the whole minute
-                                 // Only half was charged.
+        let ticket = pacer.admit(6000).await; // the whole minute
+        assert_eq!(ticket.charged, 6000);
+        // Only half was charged.
         pacer.feedback(
             t0,
             &outcome(Verdict::Success, Duration::ZERO, Some(3000)),
-            6000,
+            &ticket,
         );
         pacer.admit(3000).await;
         assert_eq!(Instant::now(), t0, "the refund made room at once");

@@ -36,7 +36,8 @@ pub use circuit::{CircuitBreaker, CircuitState, Permit};
 pub use concurrency::{little_concurrency, MAX_CONCURRENCY};
 pub use gcra::{Gcra, NotUntil};
 pub use pace_state::{
-    Limiters, Limits, PaceState, PaceView, DEFAULT_CONCURRENCY, OVERDUE_FLOOR, RECOVERY_RAMP,
+    Limiters, Limits, PaceState, PaceView, TokenTicket, DEFAULT_CONCURRENCY, OVERDUE_FLOOR,
+    RECOVERY_RAMP,
 };
 pub use pause::PauseGate;
 pub use rate_limiter::RateLimiter;

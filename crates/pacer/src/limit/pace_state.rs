@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{little_concurrency, Aimd, CircuitBreaker, NotUntil, RateLimiter};
+use super::{later, little_concurrency, Aimd, CircuitBreaker, NotUntil, RateLimiter};
 use crate::provider::{RateLimitSnapshot, RateWindow};
 use crate::report::PaceSource;
 use crate::retry::LimitScope;
@@ -84,7 +84,74 @@ pub struct PaceState {
     latency: Option<f64>,
     /// Smoothed mean deviation of that latency, seconds (TCP's RTTVAR).
     latency_dev: f64,
+    /// The provider's token count over pacer's estimate of the same requests.
+    token_ratio: f64,
+    /// Pacer's own count of tokens, in a bucket never corrected by the
+    /// provider's `remaining`, to compare the two counts with.
+    shadow: ShadowBucket,
 }
+
+/// Token tickets: what one admission charged, to settle it with the same
+/// ratio once the answer is in and to compare counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenTicket {
+    /// Pacer's own estimate (tiktoken and `max_tokens`).
+    pub estimate: u64,
+    /// What the token limiter was charged: the estimate in the provider's terms.
+    pub charged: u64,
+    /// The ratio in force at admission.
+    pub ratio: f64,
+    /// Pacer's count of tokens used in the shadow bucket, this request included.
+    pub shadow_used: f64,
+}
+
+impl TokenTicket {
+    /// A ticket for a request admitted with no ratio learned.
+    pub fn plain(estimate: u64) -> TokenTicket {
+        TokenTicket {
+            estimate,
+            charged: estimate,
+            ratio: 1.0,
+            shadow_used: 0.0,
+        }
+    }
+}
+
+/// A bucket that only counts: charged with pacer's estimates, refilled at the
+/// token rate, never refusing and never synced with the provider.
+#[derive(Debug, Default)]
+struct ShadowBucket {
+    /// Units a second.
+    rate: f64,
+    /// When it would be empty of debt.
+    tat: Option<Instant>,
+}
+
+impl ShadowBucket {
+    fn used(&self, now: Instant) -> f64 {
+        self.tat.map_or(0.0, |t| {
+            t.saturating_duration_since(now).as_secs_f64() * self.rate
+        })
+    }
+
+    fn charge(&mut self, now: Instant, rate: f64, units: f64) {
+        if rate <= 0.0 || !rate.is_finite() {
+            return;
+        }
+        let used = (self.used(now) + units).max(0.0);
+        self.rate = rate;
+        self.tat = Some(later(
+            now,
+            Duration::from_secs_f64((used / rate).min(MAX_SHADOW_SECS)),
+        ));
+    }
+}
+
+/// The shadow bucket never holds more than a day of debt.
+const MAX_SHADOW_SECS: f64 = 86_400.0;
+/// The learned token ratio stays within these bounds (a provider counting
+/// four times pacer's estimate, or half of it, is already a stretch).
+const TOKEN_RATIO_BOUNDS: (f64, f64) = (0.5, 4.0);
 
 /// The pace restarting after an outage: a temporary ceiling that climbs back.
 #[derive(Debug)]
@@ -108,6 +175,8 @@ impl PaceState {
             concurrency_cap: limits.concurrency.map(|c| c.max(1)),
             latency: None,
             latency_dev: 0.0,
+            token_ratio: 1.0,
+            shadow: ShadowBucket::default(),
         }
     }
 
@@ -143,6 +212,85 @@ impl PaceState {
         };
         let tokens = self.tokens.observe(now, window);
         requests || tokens
+    }
+
+    /// The charge of a request of `estimate` tokens in the provider's terms,
+    /// and the shadow bucket charged with the estimate: call once admitted.
+    /// `charged` and `ratio` are what [`token_charge`](Self::token_charge)
+    /// said when admission began.
+    pub fn ticket(&mut self, now: Instant, estimate: u64, charged: u64, ratio: f64) -> TokenTicket {
+        let rate = self.tokens.rate().unwrap_or(0.0);
+        self.shadow.charge(now, rate, estimate as f64);
+        TokenTicket {
+            estimate,
+            charged,
+            ratio,
+            shadow_used: self.shadow.used(now),
+        }
+    }
+
+    /// The tokens a request of `estimate` is charged at admission (the
+    /// estimate in the provider's terms), and the ratio used.
+    pub fn token_charge(&self, estimate: u64) -> (u64, f64) {
+        let ratio = self.token_ratio;
+        // `as` saturates from f64; a ratio of 1 leaves the estimate exact.
+        let charged = if ratio == 1.0 {
+            estimate
+        } else {
+            (estimate as f64 * ratio).ceil() as u64
+        };
+        (charged, ratio)
+    }
+
+    /// Settles a ticket with what pacer counts the request really used (its
+    /// usage, or nothing for a request refused at admission): the limiter in
+    /// the provider's terms, the shadow in pacer's.
+    pub fn settle_tokens(&mut self, now: Instant, ticket: &TokenTicket, actual: u64) {
+        let provider_terms = if ticket.ratio == 1.0 {
+            actual
+        } else {
+            (actual as f64 * ticket.ratio).ceil() as u64
+        };
+        if provider_terms != ticket.charged {
+            self.reconcile_tokens(now, ticket.charged, provider_terms);
+        }
+        let rate = self.tokens.rate().unwrap_or(0.0);
+        self.shadow
+            .charge(now, rate, actual as f64 - ticket.estimate as f64);
+    }
+
+    /// Learns how the provider counts tokens against pacer's estimate.
+    ///
+    /// Providers' limiters do not count as they bill (OpenAI's estimates
+    /// from characters and `max_tokens`), and say so only through what
+    /// remains. The tokens the provider shows used in its bucket (its
+    /// capacity less `remaining`) against what pacer's own, never-corrected
+    /// bucket held when the request was sent give the ratio of the two
+    /// counts; smoothed, it turns every later estimate into the provider's
+    /// terms before admission, so the bucket is not overdrawn by the
+    /// difference in every flight.
+    pub fn learn_token_ratio(&mut self, snapshot: &RateLimitSnapshot, ticket: &TokenTicket) {
+        let window = if snapshot.tokens.remaining.is_some() {
+            &snapshot.tokens
+        } else {
+            &snapshot.input_tokens
+        };
+        let (Some(remaining), Some(capacity)) = (window.remaining, self.tokens.capacity) else {
+            return;
+        };
+        // Too little in either bucket says nothing reliable.
+        if ticket.shadow_used < 0.1 * capacity {
+            return;
+        }
+        let provider_used = (capacity - remaining as f64).max(0.0);
+        let seen =
+            (provider_used / ticket.shadow_used).clamp(TOKEN_RATIO_BOUNDS.0, TOKEN_RATIO_BOUNDS.1);
+        self.token_ratio = 0.9 * self.token_ratio + 0.1 * seen;
+    }
+
+    /// The provider's token count over pacer's, as learned.
+    pub fn token_ratio(&self) -> f64 {
+        self.token_ratio
     }
 
     /// A good answer after `latency`, charged `tokens`. Returns whether the
@@ -370,11 +518,12 @@ impl Slot {
     /// with what the provider says remains. Returns whether the pace changed.
     fn observe(&mut self, now: Instant, window: &RateWindow) -> bool {
         let mut changed = false;
+        let limit = window.limit.filter(|l| *l > 0);
+        let burst = limit.map(|l| self.learn_capacity(window, l as f64));
         if self.configured.is_none() {
-            if let Some(limit) = window.limit.filter(|l| *l > 0) {
+            if let (Some(limit), Some(burst)) = (limit, burst) {
                 let per_minute = limit as f64;
                 let rate = per_minute / 60.0;
-                let burst = self.learn_capacity(window, per_minute);
                 match self.learned.as_ref() {
                     Some((l, PaceSource::Headers))
                         if (l.rate() - rate).abs() < 1e-9

@@ -493,6 +493,12 @@ pub fn join_url(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One chat request with an empty body, as most tests here send.
+    async fn chat(t: &Transport) -> Result<Answer, TransportError> {
+        let path = "/v1/chat/completions";
+        t.send(path, Endpoint::from_path(path), "{}", "r").await
+    }
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
@@ -670,15 +676,7 @@ mod tests {
         )))
         .await;
         let t = transport(a.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
-        let e = t
-            .send(
-                "/v1/chat/completions",
-                Endpoint::from_path("/v1/chat/completions"),
-                "{}",
-                "r",
-            )
-            .await
-            .unwrap_err();
+        let e = chat(&t).await.unwrap_err();
         assert!(
             matches!(&e, TransportError::Redirect { status: 308, location } if *location == format!("{}/openai/v1/chat/completions", a.url())),
             "{e:?}"
@@ -701,15 +699,7 @@ mod tests {
         let error = Canned::start(Some(reply("500 Internal Server Error", &[], &body))).await;
         for server in [&sized, &unsized_, &error] {
             let t = transport(server.url(), limit, false);
-            let e = t
-                .send(
-                    "/v1/chat/completions",
-                    Endpoint::from_path("/v1/chat/completions"),
-                    "{}",
-                    "r",
-                )
-                .await
-                .unwrap_err();
+            let e = chat(&t).await.unwrap_err();
             assert!(
                 matches!(e, TransportError::TooLarge { limit: 1000 }),
                 "{e:?}"
@@ -724,15 +714,7 @@ mod tests {
         // At the limit exactly, the answer is read whole.
         let at = Canned::start(Some(reply("200 OK", &[], &body[..limit as usize]))).await;
         let t = transport(at.url(), limit, false);
-        let a = t
-            .send(
-                "/v1/chat/completions",
-                Endpoint::from_path("/v1/chat/completions"),
-                "{}",
-                "r",
-            )
-            .await
-            .unwrap();
+        let a = chat(&t).await.unwrap();
         assert_eq!(a.body.len() as u64, limit);
         // A stream counts its raw events.
         let mut events = String::new();
@@ -746,15 +728,7 @@ mod tests {
         )))
         .await;
         let t = transport(stream.url(), limit, true);
-        let e = t
-            .send(
-                "/v1/chat/completions",
-                Endpoint::from_path("/v1/chat/completions"),
-                "{}",
-                "r",
-            )
-            .await
-            .unwrap_err();
+        let e = chat(&t).await.unwrap_err();
         assert!(
             matches!(e, TransportError::TooLarge { limit: 1000 }),
             "{e:?}"
@@ -772,15 +746,7 @@ mod tests {
             DEFAULT_MAX_RESPONSE_BYTES,
             false,
         );
-        let e = t
-            .send(
-                "/v1/chat/completions",
-                Endpoint::from_path("/v1/chat/completions"),
-                "{}",
-                "r",
-            )
-            .await
-            .unwrap_err();
+        let e = chat(&t).await.unwrap_err();
         assert_eq!(
             e.unreached_cause().as_deref(),
             Some("connection refused"),
@@ -792,15 +758,7 @@ mod tests {
         // acted on, so it is not "unreached".
         let hangs_up = Canned::start(None).await;
         let t = transport(hangs_up.url(), DEFAULT_MAX_RESPONSE_BYTES, false);
-        let e = t
-            .send(
-                "/v1/chat/completions",
-                Endpoint::from_path("/v1/chat/completions"),
-                "{}",
-                "r",
-            )
-            .await
-            .unwrap_err();
+        let e = chat(&t).await.unwrap_err();
         assert!(matches!(e, TransportError::Disconnected(_)), "{e:?}");
         assert_eq!(e.unreached_cause(), None);
         assert_eq!(e.code(), "connection_error");

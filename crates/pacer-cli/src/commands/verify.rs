@@ -30,7 +30,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
         VerifyVerdict::Refused(reason) | VerifyVerdict::Unreachable(reason) => {
             (Outcome::Stopped, reason.to_string(), None)
         }
-        VerifyVerdict::Inconclusive(why) => (
+        VerifyVerdict::ProviderDown(why) | VerifyVerdict::Inconclusive(why) => (
             Outcome::Stopped,
             format!("could not check the key at {base_url}: {why}"),
             None,

@@ -88,6 +88,7 @@ pub async fn run(
     }
 
     let mut verified_limits = None;
+    let mut provider_down = false;
     let mut reached = false;
     if cfg.verify && counts.pending > 0 {
         let anthropic = prepared
@@ -115,6 +116,11 @@ pub async fn run(
                 }
                 verified_limits = Some(limits);
                 reached = true;
+            }
+            VerifyVerdict::ProviderDown(why) => {
+                tracing::warn!("the provider is failing ({why}): starting with one probe at a time until it answers");
+                reached = true;
+                provider_down = true;
             }
             VerifyVerdict::Inconclusive(why) => {
                 tracing::info!("key check inconclusive ({why}); going on");
@@ -144,6 +150,9 @@ pub async fn run(
     });
     if let Some(limits) = verified_limits.filter(|l| !l.is_empty()) {
         ctx.pacer.observe(Instant::now(), &limits);
+    }
+    if provider_down {
+        ctx.pacer.trip_circuit(Instant::now());
     }
     ctx.emit_pace();
 

@@ -240,6 +240,12 @@ impl Pacer {
         change
     }
 
+    /// Treats the provider as down from now on (its first answer was a
+    /// server error): one probe at growing intervals until one succeeds.
+    pub fn trip_circuit(&self, now: Instant) {
+        self.lock().pace.trip_circuit(now);
+    }
+
     /// Whether the provider is being treated as down.
     pub fn circuit_open(&self) -> bool {
         self.lock().pace.circuit_open()

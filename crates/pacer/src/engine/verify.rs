@@ -26,8 +26,12 @@ pub enum Verdict {
     /// connection in time): every request would fail the same way, so the run
     /// stops before sending any. Holds [`StopReason::Unreachable`].
     Unreachable(StopReason),
-    /// No conclusion (no `/models` endpoint, a server error, a timeout after
-    /// connecting): the run goes on and finds out from its first answers.
+    /// The provider answered with a server error (5xx, 529): it is up but
+    /// failing, so the run starts as in an outage, one probe at a time,
+    /// instead of sending a first flight into it.
+    ProviderDown(String),
+    /// No conclusion (no `/models` endpoint, a timeout after connecting): the
+    /// run goes on and finds out from its first answers.
     Inconclusive(String),
 }
 
@@ -77,6 +81,7 @@ pub async fn verify(transport: &Transport, anthropic: bool, models: &[String]) -
                 .collect();
             Verdict::KeyAccepted { models, limits }
         }
+        status @ 500..=599 => Verdict::ProviderDown(format!("GET /v1/models answered {status}")),
         status => Verdict::Inconclusive(format!("GET /v1/models answered {status}")),
     }
 }
@@ -138,5 +143,28 @@ mod tests {
                 location: "http://127.0.0.1:1/v1/models".into()
             })
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_says_the_provider_is_down_and_a_404_is_inconclusive() {
+        for (status, down) in [("503 Service Unavailable", true), ("404 Not Found", false)] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            tokio::spawn(async move {
+                if let Ok((mut sock, _)) = l.accept().await {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                }
+            });
+            let v = verify(&transport(format!("http://{addr}/v1")), false, &[]).await;
+            if down {
+                assert!(matches!(v, Verdict::ProviderDown(_)), "{v:?}");
+            } else {
+                assert!(matches!(v, Verdict::Inconclusive(_)), "{v:?}");
+            }
+        }
     }
 }

@@ -129,6 +129,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// Opens the circuit now, as if `threshold` failures had just been seen
+    /// (what is known before the first request: the key check failed).
+    pub fn trip(&mut self, now: Instant) {
+        self.failures = self.threshold;
+        self.interval = self.base;
+        self.state = State::Open {
+            until: later(now, self.interval),
+        };
+    }
+
     /// A good answer (or any answer that proves the provider is up, a 4xx
     /// included): closes the circuit.
     pub fn on_success(&mut self, _now: Instant) {
@@ -144,6 +154,17 @@ mod tests {
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_trip_opens_at_once_and_probes_after_the_base_interval() {
+        let t = Instant::now();
+        let mut c = CircuitBreaker::default();
+        c.trip(t);
+        assert_eq!(c.check(t), Err(NotUntil { at: t + secs(1) }));
+        assert_eq!(c.check(t + secs(1)), Ok(Permit::Probe));
+        c.on_failure(t + secs(1));
+        assert_eq!(c.state(), CircuitState::Open { until: t + secs(3) });
     }
 
     #[test]

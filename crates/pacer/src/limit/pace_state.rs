@@ -195,6 +195,11 @@ impl PaceState {
         self.circuit.check(now).map(|_| ())
     }
 
+    /// Opens the circuit at once (the provider failed its first contact).
+    pub fn trip_circuit(&mut self, now: Instant) {
+        self.circuit.trip(now);
+    }
+
     /// Whether the provider is being treated as down.
     pub fn circuit_open(&self) -> bool {
         !self.circuit.is_closed()

@@ -90,7 +90,9 @@ fn parse_window(s: &str) -> Result<Duration, String> {
     if f > 0.0 && f <= 60.0 {
         Ok(Duration::from_secs_f64(f))
     } else {
-        Err(format!("a window is above 0 and at most 60 seconds, got {s}"))
+        Err(format!(
+            "a window is above 0 and at most 60 seconds, got {s}"
+        ))
     }
 }
 
@@ -282,15 +284,19 @@ mod tests {
         assert!(Cli::try_parse_from(["mock", "--window", "61"]).is_err());
         assert!(Cli::try_parse_from(["mock", "--charge", "bytes"]).is_err());
         let both = Cli::try_parse_from(["mock", "--rpm", "60", "--burst", "5", "--window", "1"]);
-        let err = both.err().expect("--window and --burst together are refused");
+        let err = both
+            .err()
+            .expect("--window and --burst together are refused");
         assert!(err.to_string().contains("--window"), "{err}");
     }
 
     #[test]
     fn window_and_charge_parse() {
-        let m = Cli::try_parse_from(["mock", "--tpm", "6000", "--window", "0.5", "--charge", "chars"])
-            .unwrap()
-            .mock;
+        let m = Cli::try_parse_from([
+            "mock", "--tpm", "6000", "--window", "0.5", "--charge", "chars",
+        ])
+        .unwrap()
+        .mock;
         assert_eq!(m.window, Some(Duration::from_millis(500)));
         assert_eq!(m.charge, ChargeMode::Chars);
         let m = Cli::try_parse_from(["mock"]).unwrap().mock;

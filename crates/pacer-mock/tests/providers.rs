@@ -82,7 +82,10 @@ async fn a_window_works_with_tpm_alone() {
         (100 - cost).to_string()
     );
     assert!(resp.headers().get("x-ratelimit-limit-requests").is_none());
-    assert_eq!(post(&server, "/chat/completions", &body).await.status(), 200);
+    assert_eq!(
+        post(&server, "/chat/completions", &body).await.status(),
+        200
+    );
     let resp = post(&server, "/chat/completions", &body).await;
     assert_eq!(resp.status(), 429, "the third does not fit in 100 tokens");
     let err: Value = resp.json().await.unwrap();

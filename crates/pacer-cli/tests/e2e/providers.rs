@@ -38,7 +38,10 @@ async fn a_one_second_window_is_met_from_headers_alone() {
         share * 100.0,
         wall.as_secs_f64()
     );
-    assert!(wall >= Duration::from_secs(28), "faster than the limit allows: {wall:?}");
+    assert!(
+        wall >= Duration::from_secs(28),
+        "faster than the limit allows: {wall:?}"
+    );
     assert!(share <= 0.10, "429 share {share:.3} above 10%");
 }
 
@@ -82,13 +85,15 @@ async fn a_limiter_counting_characters_is_met_without_failures() {
     .await;
     let input = write_wordy(env.dir.path(), N);
     // The premise: the limiter charges ~30% more for the prompt than tiktoken.
-    let line: serde_json::Value =
-        serde_json::from_str(&wordy_line("w0000")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(&wordy_line("w0000")).unwrap();
     let body = &line["body"];
     let tiktoken = pacer_mock::tokens::charge("/v1/chat/completions", body).prompt as f64;
     let by_chars = pacer_mock::tokens::prompt_chars(body).div_ceil(4) as f64;
     let excess = by_chars / tiktoken;
-    assert!((1.2..1.45).contains(&excess), "chars/4 over tiktoken: {excess:.2}");
+    assert!(
+        (1.2..1.45).contains(&excess),
+        "chars/4 over tiktoken: {excess:.2}"
+    );
 
     let started = Instant::now();
     let out = env.run(&["run", "jobs.jsonl", "--json"]).await;

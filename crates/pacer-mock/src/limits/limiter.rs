@@ -335,11 +335,20 @@ mod tests {
         assert_eq!((r.limit, r.remaining), (600, 10));
         assert_eq!((t.limit, t.remaining), (90_000, 1500));
         // Alone, without --rpm, the tokens bucket still gets the window.
-        let l = RateLimiter::new(&keys(), None, Some(6000), Capacity::Window(Duration::from_secs(10)), t0);
+        let l = RateLimiter::new(
+            &keys(),
+            None,
+            Some(6000),
+            Capacity::Window(Duration::from_secs(10)),
+            t0,
+        );
         assert_eq!(l.peek("a", t0).tokens.unwrap().remaining, 1000);
         assert!(matches!(
             l.admit("a", 1001, t0),
-            Admission::TooLarge { kind: LimitKind::Tokens, .. }
+            Admission::TooLarge {
+                kind: LimitKind::Tokens,
+                ..
+            }
         ));
     }
 

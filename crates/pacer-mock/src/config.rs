@@ -23,6 +23,17 @@ pub enum RetryAfterStyle {
     None,
 }
 
+/// What the tokens-per-minute limiter charges a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ChargeMode {
+    /// Prompt tokens counted with tiktoken, plus max_tokens × n.
+    #[default]
+    Tokens,
+    /// OpenAI's limiter estimate: ⌈characters of all prompt text / 4⌉ + max_tokens × n.
+    /// `usage` still reports tiktoken counts.
+    Chars,
+}
+
 /// A window, measured from server start, during which every request gets 503.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Outage {
@@ -71,6 +82,20 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--window S`: seconds, above 0 and at most a minute.
+fn parse_window(s: &str) -> Result<Duration, String> {
+    let f: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    if f > 0.0 && f <= 60.0 {
+        Ok(Duration::from_secs_f64(f))
+    } else {
+        Err(format!(
+            "a window is above 0 and at most 60 seconds, got {s}"
+        ))
+    }
+}
+
 fn parse_positive(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -101,6 +126,16 @@ pub struct MockConfig {
     /// Request bucket capacity (default: the full --rpm); the token bucket keeps the same share of --tpm.
     #[arg(long, value_name = "N", requires = "rpm", value_parser = parse_positive)]
     pub burst: Option<u64>,
+
+    /// Enforce the per-minute limits over S seconds (Azure: 1 or 10; Anthropic: 1): each bucket
+    /// holds limit × S/60 and refills at limit/60 per second. Excludes --burst; in the library,
+    /// `window` wins over `burst` when both are set.
+    #[arg(long, value_name = "S", value_parser = parse_window, conflicts_with = "burst")]
+    pub window: Option<Duration>,
+
+    /// What the tokens limiter charges: `tokens` (tiktoken) or `chars` (⌈prompt chars/4⌉).
+    #[arg(long, value_name = "HOW", value_enum, default_value_t = ChargeMode::Tokens)]
+    pub charge: ChargeMode,
 
     /// How 429s say when to retry.
     #[arg(long, value_name = "STYLE", value_enum, default_value_t = RetryAfterStyle::Both)]
@@ -164,6 +199,8 @@ impl Default for MockConfig {
             rpm: None,
             tpm: None,
             burst: None,
+            window: None,
+            charge: ChargeMode::Tokens,
             retry_after: RetryAfterStyle::Both,
             hide_headers: false,
             quota: None,
@@ -243,5 +280,26 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["mock", "--outage", "5"]).is_err());
         assert!(Cli::try_parse_from(["mock", "--rpm", "0"]).is_err());
+        assert!(Cli::try_parse_from(["mock", "--window", "0"]).is_err());
+        assert!(Cli::try_parse_from(["mock", "--window", "61"]).is_err());
+        assert!(Cli::try_parse_from(["mock", "--charge", "bytes"]).is_err());
+        let both = Cli::try_parse_from(["mock", "--rpm", "60", "--burst", "5", "--window", "1"]);
+        let err = both
+            .err()
+            .expect("--window and --burst together are refused");
+        assert!(err.to_string().contains("--window"), "{err}");
+    }
+
+    #[test]
+    fn window_and_charge_parse() {
+        let m = Cli::try_parse_from([
+            "mock", "--tpm", "6000", "--window", "0.5", "--charge", "chars",
+        ])
+        .unwrap()
+        .mock;
+        assert_eq!(m.window, Some(Duration::from_millis(500)));
+        assert_eq!(m.charge, ChargeMode::Chars);
+        let m = Cli::try_parse_from(["mock"]).unwrap().mock;
+        assert_eq!((m.window, m.charge), (None, ChargeMode::Tokens));
     }
 }

@@ -18,6 +18,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::config::ChargeMode;
 use crate::error_body;
 use crate::faults::Verdict;
 use crate::limits::{
@@ -262,8 +263,13 @@ pub(crate) async fn api(
     }
 
     let cost = crate::tokens::charge(endpoint.path(), &body);
+    // `--charge chars` makes the limiter disagree with `usage`, as OpenAI's does.
+    let limiter_cost = match state.config.charge {
+        ChargeMode::Tokens => cost.total(),
+        ChargeMode::Chars => crate::tokens::chars_charge(endpoint.path(), &body),
+    };
     let model = body.get("model").and_then(Value::as_str).unwrap_or("");
-    match state.limiter.admit(key, cost.total(), Instant::now()) {
+    match state.limiter.admit(key, limiter_cost, Instant::now()) {
         Admission::Admitted(snapshot) => answer.limit_headers(&snapshot),
         Admission::Refused {
             kind,
@@ -300,7 +306,7 @@ pub(crate) async fn api(
             );
         }
     }
-    let admitted_before = state.recorder.charge(cost.total());
+    let admitted_before = state.recorder.charge(limiter_cost);
     if state.config.quota.is_some_and(|q| admitted_before >= q) {
         return answer.json(429, &error_body::insufficient_quota(anthropic));
     }

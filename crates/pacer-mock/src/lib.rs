@@ -40,7 +40,7 @@ mod state;
 mod stats;
 pub mod tokens;
 
-pub use config::{MockConfig, Outage, RetryAfterStyle, DEFAULT_KEY};
+pub use config::{ChargeMode, MockConfig, Outage, RetryAfterStyle, DEFAULT_KEY};
 pub use error::MockError;
 pub use reply::{expected_embedding, expected_reply};
 pub use server::{router, run_until_ctrl_c, MockHandle, MockServer};

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::config::MockConfig;
 use crate::faults::FaultPlan;
-use crate::limits::RateLimiter;
+use crate::limits::{Capacity, RateLimiter};
 use crate::stats::Recorder;
 
 /// Built once at start; everything mutable inside is an atomic or a short
@@ -40,7 +40,13 @@ impl MockState {
             .map(|(i, k)| (k.clone(), i))
             .collect();
         MockState {
-            limiter: RateLimiter::new(&config.keys, config.rpm, config.tpm, config.burst, started),
+            limiter: RateLimiter::new(
+                &config.keys,
+                config.rpm,
+                config.tpm,
+                Capacity::of(config.burst, config.window),
+                started,
+            ),
             recorder: Recorder::new(&config.keys),
             faults: FaultPlan::new(&config),
             keys,

@@ -211,6 +211,33 @@ pub fn charge(path: &str, body: &Value) -> Charge {
     }
 }
 
+/// Characters of all prompt text: the length in Unicode scalar values
+/// (`str::chars`) of every JSON string nested anywhere inside the body's
+/// `messages`, `prompt`, `input` and `system` fields (roles and part types
+/// included, object keys not). Simple on purpose: it is what a limiter that
+/// never tokenizes can afford to look at.
+pub fn prompt_chars(body: &Value) -> u64 {
+    fn walk(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.chars().count() as u64,
+            Value::Array(items) => items.iter().map(walk).sum(),
+            Value::Object(fields) => fields.values().map(walk).sum(),
+            _ => 0,
+        }
+    }
+    ["messages", "prompt", "input", "system"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .map(walk)
+        .sum()
+}
+
+/// What OpenAI's limiter charges, by its own account, instead of tiktoken:
+/// ⌈[`prompt_chars`] / 4⌉ + the same `max_tokens` × `n` as [`charge`].
+pub fn chars_charge(path: &str, body: &Value) -> u64 {
+    prompt_chars(body).div_ceil(4) + charge(path, body).max_output
+}
+
 /// The cookbook's per-message and reply-priming overheads for current models.
 const PER_MESSAGE: u64 = 3;
 const PER_NAME: u64 = 1;
@@ -457,5 +484,21 @@ mod tests {
         let n = count(Encoding::O200kBase, &blob);
         assert!(n > 20_000, "{n}");
         assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn chars_charge_counts_every_prompt_string_over_four_plus_output() {
+        // "system"(6) + "Be brief."(9) + "user"(4) + "text"(4, the part's type)
+        // + "héllo wörld"(11 chars, 13 bytes) = 34 → ⌈34/4⌉ = 9.
+        let body = json!({"model": "gpt-4o-mini", "n": 2, "max_tokens": 10, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "héllo wörld"}]}]});
+        assert_eq!(prompt_chars(&body), 34);
+        assert_eq!(chars_charge("/v1/chat/completions", &body), 9 + 20);
+        let body = json!({"model": "text-embedding-3-small", "input": ["abcde", "fgh"]});
+        assert_eq!(chars_charge("/v1/embeddings", &body), 2);
+        let body = json!({"model": "claude-3-5-haiku-latest", "max_tokens": 5, "system": "abcd",
+                          "messages": [{"role": "user", "content": "abcd"}]});
+        assert_eq!(chars_charge("/v1/messages", &body), 3 + 5);
     }
 }

@@ -9,5 +9,6 @@ mod hostile;
 mod inputs;
 mod money;
 mod network;
+mod providers;
 mod streams;
 mod support;

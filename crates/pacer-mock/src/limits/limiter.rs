@@ -99,27 +99,67 @@ pub struct RateLimiter {
     keys: HashMap<String, Mutex<KeyBuckets>>,
 }
 
+/// How much each bucket holds; every bucket refills at its limit / 60 per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Capacity {
+    /// A full minute of each limit (OpenAI's documented bucket).
+    #[default]
+    Minute,
+    /// `--burst N`: the requests bucket holds N, the tokens bucket the same
+    /// share of its minute.
+    Burst(u64),
+    /// `--window S`: each bucket holds limit × S/60, i.e. the per-minute limit
+    /// enforced over S seconds (Azure's 1 s / 10 s windows, Anthropic's per-second).
+    Window(Duration),
+}
+
+impl Capacity {
+    /// From the flags; the window wins when both are set (the CLI refuses both).
+    pub fn of(burst: Option<u64>, window: Option<Duration>) -> Self {
+        match (window, burst) {
+            (Some(w), _) => Capacity::Window(w),
+            (None, Some(b)) => Capacity::Burst(b),
+            (None, None) => Capacity::Minute,
+        }
+    }
+
+    fn requests(self, rpm: u64) -> u64 {
+        match self {
+            Capacity::Minute => rpm,
+            Capacity::Burst(b) => b,
+            Capacity::Window(w) => share_of(rpm, w.as_secs_f64() / 60.0),
+        }
+    }
+
+    fn tokens(self, tpm: u64, rpm: Option<u64>) -> u64 {
+        match (self, rpm) {
+            (Capacity::Burst(b), Some(rpm)) => share_of(tpm, (b as f64 / rpm as f64).min(1.0)),
+            (Capacity::Window(w), _) => share_of(tpm, w.as_secs_f64() / 60.0),
+            _ => tpm,
+        }
+    }
+}
+
+/// ⌈limit × share⌉, at least 1; the epsilon keeps 600 × 1/60 at 10, not 11.
+fn share_of(limit: u64, share: f64) -> u64 {
+    ((limit as f64 * share - 1e-9).ceil() as u64).max(1)
+}
+
 impl RateLimiter {
-    /// Buckets for each key. `burst` caps the requests bucket; the tokens
-    /// bucket keeps the same share of its minute.
+    /// Buckets for each key, each holding what `capacity` says.
     pub fn new(
         keys: &[String],
         rpm: Option<u64>,
         tpm: Option<u64>,
-        burst: Option<u64>,
+        capacity: Capacity,
         now: Instant,
     ) -> Self {
-        let share = match (rpm, burst) {
-            (Some(rpm), Some(burst)) => (burst as f64 / rpm as f64).min(1.0),
-            _ => 1.0,
-        };
         let keys = keys
             .iter()
             .map(|k| {
                 let buckets = KeyBuckets {
-                    requests: rpm.map(|r| Bucket::new(r, burst.unwrap_or(r), now)),
-                    tokens: tpm
-                        .map(|t| Bucket::new(t, ((t as f64 * share).ceil() as u64).max(1), now)),
+                    requests: rpm.map(|r| Bucket::new(r, capacity.requests(r), now)),
+                    tokens: tpm.map(|t| Bucket::new(t, capacity.tokens(t, rpm), now)),
                 };
                 (k.clone(), Mutex::new(buckets))
             })
@@ -217,7 +257,7 @@ mod tests {
     #[test]
     fn both_buckets_must_pay() {
         let t0 = Instant::now();
-        let l = RateLimiter::new(&keys(), Some(10), Some(100), None, t0);
+        let l = RateLimiter::new(&keys(), Some(10), Some(100), Capacity::Minute, t0);
         assert!(matches!(l.admit("a", 60, t0), Admission::Admitted(_)));
         match l.admit("a", 60, t0) {
             Admission::Refused {
@@ -248,7 +288,7 @@ mod tests {
     #[test]
     fn requests_limit_refuses_first_and_refills() {
         let t0 = Instant::now();
-        let l = RateLimiter::new(&keys(), Some(60), None, Some(2), t0);
+        let l = RateLimiter::new(&keys(), Some(60), None, Capacity::Burst(2), t0);
         assert!(matches!(l.admit("a", 1, t0), Admission::Admitted(_)));
         assert!(matches!(l.admit("a", 1, t0), Admission::Admitted(_)));
         let Admission::Refused { kind, wait, .. } = l.admit("a", 1, t0) else {
@@ -264,7 +304,7 @@ mod tests {
     #[test]
     fn a_request_larger_than_the_bucket_is_too_large() {
         let t0 = Instant::now();
-        let l = RateLimiter::new(&keys(), None, Some(100), None, t0);
+        let l = RateLimiter::new(&keys(), None, Some(100), Capacity::Minute, t0);
         assert!(matches!(
             l.admit("a", 101, t0),
             Admission::TooLarge {
@@ -278,10 +318,45 @@ mod tests {
     #[test]
     fn burst_scales_the_token_bucket() {
         let t0 = Instant::now();
-        let l = RateLimiter::new(&keys(), Some(60), Some(6000), Some(6), t0);
+        let l = RateLimiter::new(&keys(), Some(60), Some(6000), Capacity::Burst(6), t0);
         let s = l.peek("a", t0);
         assert_eq!(s.requests.unwrap().remaining, 6);
         assert_eq!(s.tokens.unwrap().remaining, 600);
         assert_eq!(s.tokens.unwrap().limit, 6000);
+    }
+
+    #[test]
+    fn a_window_scales_both_buckets_and_keeps_the_per_minute_limit() {
+        let t0 = Instant::now();
+        let w = Capacity::Window(Duration::from_secs(1));
+        let l = RateLimiter::new(&keys(), Some(600), Some(90_000), w, t0);
+        let s = l.peek("a", t0);
+        let (r, t) = (s.requests.unwrap(), s.tokens.unwrap());
+        assert_eq!((r.limit, r.remaining), (600, 10));
+        assert_eq!((t.limit, t.remaining), (90_000, 1500));
+        // Alone, without --rpm, the tokens bucket still gets the window.
+        let l = RateLimiter::new(
+            &keys(),
+            None,
+            Some(6000),
+            Capacity::Window(Duration::from_secs(10)),
+            t0,
+        );
+        assert_eq!(l.peek("a", t0).tokens.unwrap().remaining, 1000);
+        assert!(matches!(
+            l.admit("a", 1001, t0),
+            Admission::TooLarge {
+                kind: LimitKind::Tokens,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn capacity_window_wins_over_burst() {
+        let w = Duration::from_secs(5);
+        assert_eq!(Capacity::of(Some(3), Some(w)), Capacity::Window(w));
+        assert_eq!(Capacity::of(Some(3), None), Capacity::Burst(3));
+        assert_eq!(Capacity::of(None, None), Capacity::Minute);
     }
 }

@@ -25,4 +25,4 @@ mod limiter;
 pub use bucket::Bucket;
 pub use duration::openai_duration;
 pub use headers::{anthropic_headers, openai_headers, retry_after_headers};
-pub use limiter::{Admission, BucketReading, LimitKind, LimitSnapshot, RateLimiter};
+pub use limiter::{Admission, BucketReading, Capacity, LimitKind, LimitSnapshot, RateLimiter};

@@ -199,12 +199,12 @@ impl Pacer {
         let mut change = PaceChange::default();
         let mut inner = self.lock();
         let pace = &mut inner.pace;
-        if let Some(actual) = outcome.charged_tokens {
-            pace.settle_tokens(now, ticket, actual);
-        }
+        // Where the charge cannot be known, the reservation stands.
+        let actual = outcome.charged_tokens.unwrap_or(ticket.estimate);
+        pace.settle_tokens(now, ticket, actual);
         if !outcome.limits.is_empty() {
             change.pace_changed |= pace.observe(now, &outcome.limits);
-            pace.learn_token_ratio(&outcome.limits, ticket);
+            pace.learn_token_ratio(now, &outcome.limits);
         }
         let reserved = ticket.estimate;
         let mut was_down = false;
@@ -462,7 +462,7 @@ mod tests {
             pacer.feedback(t0, &o, &ticket);
         }
         let ratio = pacer.lock().pace.token_ratio();
-        assert!((1.2..=1.35).contains(&ratio), "learned {ratio}");
+        assert!((1.28..=1.32).contains(&ratio), "learned {ratio}");
         // Later requests are charged in the provider's terms.
         let ticket = pacer.admit(1_000).await;
         assert!(ticket.charged >= 1_200, "{ticket:?}");

@@ -86,9 +86,13 @@ pub struct PaceState {
     latency_dev: f64,
     /// The provider's token count over pacer's estimate of the same requests.
     token_ratio: f64,
-    /// Pacer's own count of tokens, in a bucket never corrected by the
-    /// provider's `remaining`, to compare the two counts with.
+    /// Readings the ratio was learned from.
+    ratio_samples: u32,
+    /// Pacer's own count of tokens admitted, in a bucket never corrected by
+    /// the provider's `remaining`...
     shadow: ShadowBucket,
+    /// ...and of tokens of requests answered, to compare the two counts with.
+    shadow_answered: ShadowBucket,
 }
 
 /// Token tickets: what one admission charged, to settle it with the same
@@ -101,8 +105,6 @@ pub struct TokenTicket {
     pub charged: u64,
     /// The ratio in force at admission.
     pub ratio: f64,
-    /// Pacer's count of tokens used in the shadow bucket, this request included.
-    pub shadow_used: f64,
 }
 
 impl TokenTicket {
@@ -112,7 +114,6 @@ impl TokenTicket {
             estimate,
             charged: estimate,
             ratio: 1.0,
-            shadow_used: 0.0,
         }
     }
 }
@@ -147,6 +148,9 @@ impl ShadowBucket {
     }
 }
 
+/// Readings of the token ratio before pacer spends the provider's whole
+/// token bucket at once.
+const RATIO_SAMPLES_TO_TRUST: u32 = 3;
 /// The shadow bucket never holds more than a day of debt.
 const MAX_SHADOW_SECS: f64 = 86_400.0;
 /// The learned token ratio stays within these bounds (a provider counting
@@ -176,7 +180,9 @@ impl PaceState {
             latency: None,
             latency_dev: 0.0,
             token_ratio: 1.0,
+            ratio_samples: 0,
             shadow: ShadowBucket::default(),
+            shadow_answered: ShadowBucket::default(),
         }
     }
 
@@ -207,7 +213,7 @@ impl PaceState {
 
     /// The provider's rate-limit headers. Returns whether the pace changed.
     pub fn observe(&mut self, now: Instant, snapshot: &RateLimitSnapshot) -> bool {
-        let requests = self.requests.observe(now, &snapshot.requests);
+        let requests = self.requests.observe(now, &snapshot.requests, 1.0);
         // Anthropic splits tokens into input and output; input tokens are what
         // a request's estimate mostly is, so they stand for the token limit.
         let window = if snapshot.tokens.limit.is_some() || snapshot.tokens.remaining.is_some() {
@@ -215,7 +221,15 @@ impl PaceState {
         } else {
             &snapshot.input_tokens
         };
-        let tokens = self.tokens.observe(now, window);
+        // Until a few answers have shown how the provider counts tokens, half
+        // its bucket goes at once: a first flight of the whole bucket counted
+        // 30% low is a flight of 429s (it costs one round trip, not a bucket).
+        let trust = if self.ratio_samples >= RATIO_SAMPLES_TO_TRUST {
+            1.0
+        } else {
+            0.5
+        };
+        let tokens = self.tokens.observe(now, window, trust);
         requests || tokens
     }
 
@@ -230,7 +244,6 @@ impl PaceState {
             estimate,
             charged,
             ratio,
-            shadow_used: self.shadow.used(now),
         }
     }
 
@@ -262,6 +275,7 @@ impl PaceState {
         let rate = self.tokens.rate().unwrap_or(0.0);
         self.shadow
             .charge(now, rate, actual as f64 - ticket.estimate as f64);
+        self.shadow_answered.charge(now, rate, actual as f64);
     }
 
     /// Learns how the provider counts tokens against pacer's estimate.
@@ -274,7 +288,7 @@ impl PaceState {
     /// counts; smoothed, it turns every later estimate into the provider's
     /// terms before admission, so the bucket is not overdrawn by the
     /// difference in every flight.
-    pub fn learn_token_ratio(&mut self, snapshot: &RateLimitSnapshot, ticket: &TokenTicket) {
+    pub fn learn_token_ratio(&mut self, now: Instant, snapshot: &RateLimitSnapshot) {
         let window = if snapshot.tokens.remaining.is_some() {
             &snapshot.tokens
         } else {
@@ -283,14 +297,23 @@ impl PaceState {
         let (Some(remaining), Some(capacity)) = (window.remaining, self.tokens.capacity) else {
             return;
         };
-        // Too little in either bucket says nothing reliable.
-        if ticket.shadow_used < 0.1 * capacity {
+        // Pacer's count of what was answered, against the provider's count of
+        // what it has taken in. They cover the same requests only when little
+        // is in flight (a flight admitted at once is taken in over time, in
+        // any order): otherwise this reading says nothing reliable, nor does
+        // one where too little was used.
+        let answered = self.shadow_answered.used(now);
+        let in_flight = (self.shadow.used(now) - answered).max(0.0);
+        if answered < 0.05 * capacity || in_flight > 0.25 * answered {
             return;
         }
         let provider_used = (capacity - remaining as f64).max(0.0);
-        let seen =
-            (provider_used / ticket.shadow_used).clamp(TOKEN_RATIO_BOUNDS.0, TOKEN_RATIO_BOUNDS.1);
-        self.token_ratio = 0.9 * self.token_ratio + 0.1 * seen;
+        let seen = (provider_used / answered).clamp(TOKEN_RATIO_BOUNDS.0, TOKEN_RATIO_BOUNDS.1);
+        // The mean of the first readings (a run's first flight is where a
+        // wrong count costs most), then a moving average.
+        self.ratio_samples = self.ratio_samples.saturating_add(1);
+        let weight = (1.0 / f64::from(self.ratio_samples)).max(0.1);
+        self.token_ratio += weight * (seen - self.token_ratio);
     }
 
     /// The provider's token count over pacer's, as learned.
@@ -521,10 +544,13 @@ impl Slot {
 
     /// Adopts a limit read from headers (where none is configured) and syncs
     /// with what the provider says remains. Returns whether the pace changed.
-    fn observe(&mut self, now: Instant, window: &RateWindow) -> bool {
+    /// `trust` is the share of the bucket that may go at once: less than 1
+    /// while pacer's count of the units is not yet checked against the
+    /// provider's.
+    fn observe(&mut self, now: Instant, window: &RateWindow, trust: f64) -> bool {
         let mut changed = false;
         let limit = window.limit.filter(|l| *l > 0);
-        let burst = limit.map(|l| self.learn_capacity(window, l as f64));
+        let burst = limit.map(|l| (self.learn_capacity(window, l as f64) * trust).max(1.0));
         if self.configured.is_none() {
             if let (Some(limit), Some(burst)) = (limit, burst) {
                 let per_minute = limit as f64;

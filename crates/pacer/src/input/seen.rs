@@ -55,7 +55,7 @@ impl SeenIds {
         }
         if self.recent.len() >= RUN {
             let mut run: Vec<(IdKey, u32)> = self.recent.drain().collect();
-            run.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
+            run.sort_unstable_by_key(|e| e.0 .0);
             run.shrink_to_fit();
             self.runs.push(run);
         }

@@ -9,6 +9,8 @@ memory), standard library only.
 short: a one-line prompt of a few words (overhead, memory, resume runs).
 mixed: prompts of mixed sizes, 20 to ~1,500 words, log-uniform, so that a
        token limit, not a request limit, sets the pace.
+realistic: a fixed ~60-token system prompt and a ~240-word user prompt
+       (~300 tokens a request), for the per-request cost runs.
 """
 import argparse
 import json
@@ -21,12 +23,19 @@ WORDS = (
     "signature bank clause agreement tax invoice"
 ).split()
 
+SYSTEM = (
+    "You are an assistant that extracts fields from business documents. Read the "
+    "document the user gives you and answer with the invoice total, its currency and "
+    "its due date, in one short sentence. If a field is missing, say so plainly and "
+    "do not guess. Never add commentary."
+)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("n", type=int)
     ap.add_argument("out")
-    ap.add_argument("--mode", choices=["short", "mixed"], default="short")
+    ap.add_argument("--mode", choices=["short", "mixed", "realistic"], default="short")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--model", default="gpt-4o-mini")
@@ -34,7 +43,11 @@ def main():
     rng = random.Random(a.seed)
     with open(a.out, "w", encoding="utf-8", buffering=1 << 20) as f:
         for i in range(a.n):
-            if a.mode == "short":
+            messages = None
+            if a.mode == "realistic":
+                content = f"Document {i}: " + " ".join(rng.choice(WORDS) for _ in range(240))
+                messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
+            elif a.mode == "short":
                 words = " ".join(rng.choice(WORDS) for _ in range(4))
                 content = f"Doc {i}: {words}"
             else:
@@ -46,7 +59,7 @@ def main():
                 "url": "/v1/chat/completions",
                 "body": {
                     "model": a.model,
-                    "messages": [{"role": "user", "content": content}],
+                    "messages": messages or [{"role": "user", "content": content}],
                     "max_tokens": a.max_tokens,
                 },
             }

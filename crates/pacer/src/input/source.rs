@@ -212,6 +212,8 @@ impl Source {
             prompts,
             seen: SeenIds::with_known(known),
             finished: false,
+            parsed: VecDeque::new(),
+            helpers: None,
         }))
     }
 
@@ -245,6 +247,8 @@ impl Source {
                     prompts,
                     seen: SeenIds::default(),
                     finished: false,
+                    parsed: VecDeque::new(),
+                    helpers: None,
                 }))
             }
             InputKind::Folder => Ok(Box::new(FolderRequests {
@@ -348,21 +352,150 @@ struct JsonlRequests {
     prompts: Option<PromptRequests>,
     seen: SeenIds,
     finished: bool,
+    /// Lines parsed ahead, in input order, not yet checked for duplicates.
+    parsed: VecDeque<Result<RequestSpec, InputError>>,
+    /// Helper threads, started on the first chunk; they end with `self`.
+    helpers: Option<Vec<Helper>>,
 }
 
+type Parsed = Vec<Result<RequestSpec, InputError>>;
+
+/// A long-lived parsing thread (the tokenizer keeps per-thread state that a
+/// fresh thread would build again).
+struct Helper {
+    jobs: std::sync::mpsc::Sender<Vec<(u64, String)>>,
+    done: std::sync::mpsc::Receiver<Parsed>,
+}
+
+fn parse_one(
+    prompts: Option<&PromptRequests>,
+    name: &str,
+    (line, text): &(u64, String),
+) -> Result<RequestSpec, InputError> {
+    match prompts {
+        None => parse_batch_line(text, name, *line),
+        Some(p) => parse_prompt_line(text, name, *line, p),
+    }
+}
+
+/// Lines read and parsed together. Parsing (token counting above all) is
+/// most of an import's CPU, and is spread over the cores a chunk at a time;
+/// the duplicate check and the order stay sequential.
+const PARSE_CHUNK: usize = 512;
+/// Fewer lines than this are parsed on the calling thread alone.
+const MIN_SHARED: usize = 64;
+/// Most threads parsing one chunk (this one included).
+const PARSE_THREADS: usize = 4;
+
 impl JsonlRequests {
+    /// Reads up to [`PARSE_CHUNK`] lines and parses them on several threads
+    /// into `parsed`, in input order; a read error ends the chunk.
+    fn parse_chunk(&mut self) {
+        let mut texts: Vec<(u64, String)> = Vec::with_capacity(PARSE_CHUNK);
+        let mut read_error = None;
+        while texts.len() < PARSE_CHUNK {
+            match self.lines.next_line() {
+                Ok(Some((line, text))) => texts.push((line, text.to_owned())),
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let name = self.name.as_str();
+        let prompts = self.prompts.as_ref();
+        if texts.len() < MIN_SHARED && self.helpers.is_none() {
+            // A small input is not worth a thread.
+            self.parsed
+                .extend(texts.iter().map(|t| parse_one(prompts, name, t)));
+            self.parsed.extend(read_error.map(Err));
+            return;
+        }
+        let helpers = self.helpers.get_or_insert_with(|| {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(PARSE_THREADS);
+            (1..threads)
+                .filter_map(|_| {
+                    let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<(u64, String)>>();
+                    let (done_tx, done) = std::sync::mpsc::channel();
+                    let name = self.name.clone();
+                    let prompts = self.prompts.clone();
+                    std::thread::Builder::new()
+                        .name("pacer-parse".into())
+                        .spawn(move || {
+                            for texts in job_rx {
+                                let parsed: Parsed = texts
+                                    .iter()
+                                    .map(|t| parse_one(prompts.as_ref(), &name, t))
+                                    .collect();
+                                if done_tx.send(parsed).is_err() {
+                                    return;
+                                }
+                            }
+                        })
+                        .ok()
+                        .map(|_| Helper { jobs, done })
+                })
+                .collect()
+        });
+        // The first part is parsed here, the others by the helpers; a helper
+        // that is gone (it cannot fail short of a panic) leaves its part here.
+        let per = texts.len().div_ceil(helpers.len() + 1).max(1);
+        let mut parts: Vec<Vec<(u64, String)>> = Vec::new();
+        while texts.len() > per {
+            let rest = texts.split_off(texts.len() - per);
+            parts.push(rest);
+        }
+        parts.reverse(); // parts[i] follows `texts` in input order
+        let mut sent = Vec::new();
+        for (part, helper) in parts.into_iter().zip(helpers.iter()) {
+            sent.push(
+                helper
+                    .jobs
+                    .send(part)
+                    .map(|()| helper)
+                    .map_err(|back| back.0),
+            );
+        }
+        let name = self.name.as_str();
+        let prompts = self.prompts.as_ref();
+        self.parsed
+            .extend(texts.iter().map(|t| parse_one(prompts, name, t)));
+        for part in sent {
+            match part {
+                Ok(helper) => self.parsed.extend(
+                    helper
+                        .done
+                        .recv()
+                        .expect("an input parsing thread panicked"),
+                ),
+                Err(kept) => self
+                    .parsed
+                    .extend(kept.iter().map(|t| parse_one(prompts, name, t))),
+            }
+        }
+        self.parsed.extend(read_error.map(Err));
+    }
+
     fn next_request(&mut self) -> Result<Option<RequestSpec>, InputError> {
-        let name = &self.name;
-        let Some((line, text)) = self.lines.next_line()? else {
+        if self.parsed.is_empty() {
+            self.parse_chunk();
+        }
+        let Some(parsed) = self.parsed.pop_front() else {
             return Ok(None);
         };
-        let (spec, field) = match &self.prompts {
-            None => (parse_batch_line(text, name, line)?, "custom_id"),
-            Some(prompts) => (parse_prompt_line(text, name, line, prompts)?, "id"),
+        let spec = parsed?;
+        let line = spec.line;
+        let field = if self.prompts.is_some() {
+            "id"
+        } else {
+            "custom_id"
         };
         if let Some(first) = self.seen.first_seen(&spec.custom_id, line) {
             return Err(InputError::DuplicateId {
-                place: Place::line(name, line),
+                place: Place::line(&self.name, line),
                 field,
                 id: spec.custom_id,
                 first: if first == 0 {
@@ -391,6 +524,7 @@ impl Iterator for JsonlRequests {
             }
             Err(e) => {
                 self.finished = true;
+                self.parsed.clear();
                 Some(Err(e))
             }
         }

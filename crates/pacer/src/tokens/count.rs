@@ -89,12 +89,49 @@ pub fn scale_for_model(model: &str, n: u64) -> u64 {
 /// the count by a token or so per cut.
 const MAX_RUN_BYTES: usize = 2048;
 
+/// Texts at least this long are remembered with their count.
+const MEMO_MIN_BYTES: usize = 64;
+/// Most texts remembered (per thread); the memo is emptied when full.
+const MEMO_ENTRIES: usize = 4096;
+
+thread_local! {
+    /// Recent counts by (encoding, 128-bit hash of the text). Batch inputs
+    /// repeat their system prompt and instructions on every line, and
+    /// tiktoken's pre-tokenizing regex is most of an import's CPU.
+    static MEMO: std::cell::RefCell<std::collections::HashMap<(bool, [u8; 16]), u64>> =
+        std::cell::RefCell::default();
+}
+
 /// Tokens in `text` under `model`'s encoding (or its stated approximation).
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    let bpe = bpe(encoding_for_model(model));
+    let enc = encoding_for_model(model);
+    if text.len() < MEMO_MIN_BYTES {
+        return scale_for_model(model, base_count(enc, text));
+    }
+    let hash = blake3::hash(text.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hash.as_bytes()[..16]);
+    let key = (enc == Encoding::O200k, id);
+    if let Some(n) = MEMO.with(|m| m.borrow().get(&key).copied()) {
+        return scale_for_model(model, n);
+    }
+    let n = base_count(enc, text);
+    MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() >= MEMO_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, n);
+    });
+    scale_for_model(model, n)
+}
+
+/// Tokens in `text` under `enc`, before any family's factor.
+fn base_count(enc: Encoding, text: &str) -> u64 {
+    let bpe = bpe(enc);
     if text.len() > MAX_RUN_BYTES {
         let mut n = 0u64;
         let (mut start, mut run_start) = (0usize, 0usize);
@@ -108,9 +145,9 @@ pub fn count_text(model: &str, text: &str) -> u64 {
             }
         }
         n += bpe.encode_ordinary(&text[start..]).len() as u64;
-        return scale_for_model(model, n);
+        return n;
     }
-    scale_for_model(model, bpe.encode_ordinary(text).len() as u64)
+    bpe.encode_ordinary(text).len() as u64
 }
 
 /// A request's token charge, as a provider computes it at admission.

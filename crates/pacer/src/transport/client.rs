@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -133,7 +135,15 @@ impl TransportError {
 pub struct Transport {
     client: reqwest::Client,
     config: TransportConfig,
+    /// Auth and content-type headers, built once: `[OpenAI, Anthropic]`.
+    headers: Arc<[HeaderMap; 2]>,
+    /// Each endpoint path's parsed URL: parsing (IDNA included) per request
+    /// was a visible share of a request's CPU. A job has a few paths.
+    urls: Arc<RwLock<HashMap<String, reqwest::Url>>>,
 }
+
+/// Most distinct paths whose URL is kept parsed.
+const MAX_CACHED_URLS: usize = 64;
 
 impl Transport {
     pub fn new(config: TransportConfig) -> Result<Transport, TransportError> {
@@ -147,7 +157,17 @@ impl Transport {
             .user_agent(concat!("pacer/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TransportError::Other(format!("could not build the HTTP client: {e}")))?;
-        Ok(Transport { client, config })
+        let headers = Arc::new([false, true].map(|anthropic| {
+            let mut h = auth_headers(&config, anthropic);
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h
+        }));
+        Ok(Transport {
+            client,
+            config,
+            headers,
+            urls: Arc::default(),
+        })
     }
 
     pub fn config(&self) -> &TransportConfig {
@@ -193,18 +213,17 @@ impl Transport {
             Some(kind) => Bytes::from(streaming_body(body, kind)),
             None => Bytes::copy_from_slice(body.as_bytes()),
         };
-        let mut headers = self.auth_headers(endpoint.is_anthropic());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut headers = self.headers[usize::from(endpoint.is_anthropic())].clone();
         if client_request_id.len() <= 512 {
             if let Ok(v) = HeaderValue::from_str(client_request_id) {
                 headers.insert("x-client-request-id", v);
             }
         }
-        let req = self
-            .client
-            .post(self.endpoint(path))
-            .headers(headers)
-            .body(body);
+        let req = match self.parsed_endpoint(path) {
+            Some(url) => self.client.post(url),
+            None => self.client.post(self.endpoint(path)),
+        };
+        let req = req.headers(headers).body(body);
         self.exchange(req, stream_kind).await
     }
 
@@ -318,33 +337,51 @@ impl Transport {
     }
 
     fn auth_headers(&self, anthropic: bool) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if anthropic {
+        auth_headers(&self.config, anthropic)
+    }
+
+    /// `endpoint(path)` parsed, from the cache; `None` if it does not parse
+    /// (reqwest then reports the error as before).
+    fn parsed_endpoint(&self, path: &str) -> Option<reqwest::Url> {
+        if let Some(url) = self.urls.read().ok()?.get(path) {
+            return Some(url.clone());
+        }
+        let url = reqwest::Url::parse(&self.endpoint(path)).ok()?;
+        let mut urls = self.urls.write().ok()?;
+        if urls.len() < MAX_CACHED_URLS {
+            urls.insert(path.to_owned(), url.clone());
+        }
+        Some(url)
+    }
+}
+
+fn auth_headers(config: &TransportConfig, anthropic: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if anthropic {
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+    }
+    if let Some(key) = &config.api_key {
+        let value = if anthropic {
+            HeaderValue::from_str(key.expose())
+        } else {
+            HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        };
+        if let Ok(mut value) = value {
+            value.set_sensitive(true);
             headers.insert(
-                "anthropic-version",
-                HeaderValue::from_static(ANTHROPIC_VERSION),
+                if anthropic {
+                    "x-api-key".parse().unwrap()
+                } else {
+                    AUTHORIZATION
+                },
+                value,
             );
         }
-        if let Some(key) = &self.config.api_key {
-            let value = if anthropic {
-                HeaderValue::from_str(key.expose())
-            } else {
-                HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            };
-            if let Ok(mut value) = value {
-                value.set_sensitive(true);
-                headers.insert(
-                    if anthropic {
-                        "x-api-key".parse().unwrap()
-                    } else {
-                        AUTHORIZATION
-                    },
-                    value,
-                );
-            }
-        }
-        headers
     }
+    headers
 }
 
 /// The body with `stream: true` (and OpenAI's usage chunk asked for).

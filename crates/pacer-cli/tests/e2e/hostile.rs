@@ -2,7 +2,7 @@
 //! can put a number. pacer must never panic, never hang, and, when the wait
 //! asked is longer than `--max-retry-time`, stop (exit 2) naming the header.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,7 +10,7 @@ use axum::http::{Method, Response, StatusCode};
 use axum::Router;
 use serde_json::json;
 
-use crate::support::{stderr, write_batch, BIN};
+use crate::support::{pacer_command, stderr, write_batch};
 
 /// What the hostile server answers to every request.
 #[derive(Clone)]
@@ -74,17 +74,8 @@ async fn serve(answer: Answer) -> String {
 
 /// Runs the real binary, killed (and the test failed) after 30 s.
 async fn pacer(base_url: &str, dir: &std::path::Path, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.current_dir(dir)
-        .args(args)
-        .env("OPENAI_API_KEY", "sk-hostile-test")
-        .env("OPENAI_BASE_URL", base_url)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("PACER_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = pacer_command(dir, base_url, "sk-hostile-test");
+    cmd.args(args);
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("pacer {args:?} hung (killed after 30 s)"))

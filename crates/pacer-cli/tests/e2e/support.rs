@@ -36,17 +36,7 @@ impl Env {
 
     /// A `pacer` command with the simulator's URL and key and no progress display.
     pub fn pacer(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.current_dir(self.dir.path())
-            .env("OPENAI_API_KEY", DEFAULT_KEY)
-            .env("OPENAI_BASE_URL", self.mock.base_url())
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("PACER_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd
+        pacer_command(self.dir.path(), &self.mock.base_url(), DEFAULT_KEY)
     }
 
     /// Runs `pacer ARGS` to the end (bounded by `limit`).
@@ -85,6 +75,22 @@ impl Env {
 }
 
 /// A chat request line for `custom_id` (a distinct prompt each).
+/// A `pacer` command in `dir` against `base_url` with `key`: piped output,
+/// no input, no stray keys or log settings from the environment.
+pub fn pacer_command(dir: &Path, base_url: &str, key: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(dir)
+        .env("OPENAI_API_KEY", key)
+        .env("OPENAI_BASE_URL", base_url)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("PACER_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 pub fn chat_line(custom_id: &str, max_tokens: u64) -> String {
     json!({
         "custom_id": custom_id,

@@ -300,6 +300,18 @@ mod tests {
     use crate::store::{PendingCursor, Recovery, MAX_TOKENS};
     use crate::tokens::TokenEstimate;
 
+    /// A job of `n` requests imported into `dir/s.db`, output `dir/out.jsonl`.
+    fn imported(dir: &tempfile::TempDir, n: u64) -> (PathBuf, PathBuf, JobStore) {
+        let db = dir.path().join("s.db");
+        let out = dir.path().join("out.jsonl");
+        let mut store = JobStore::open(&db).unwrap();
+        store
+            .import("fp", 0, (0..n).map(|i| spec(i, 0)))
+            .unwrap()
+            .unwrap();
+        (db, out, store)
+    }
+
     fn spec(i: u64, priority: i64) -> Result<RequestSpec, std::convert::Infallible> {
         Ok(RequestSpec {
             custom_id: format!("r{i}"),
@@ -421,13 +433,7 @@ mod tests {
     #[tokio::test]
     async fn finished_lines_become_durable_once_and_recovery_resends_in_flight_work() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let out = dir.path().join("out.jsonl");
-        let mut store = JobStore::open(&db).unwrap();
-        store
-            .import("fp", 0, (0..4).map(|i| spec(i, 0)))
-            .unwrap()
-            .unwrap();
+        let (db, out, mut store) = imported(&dir, 4);
         store.recover(&out).unwrap();
         let (dtx, mut drx) = mpsc::unbounded_channel();
         let writer = Writer::start(store, &out, dtx).unwrap();
@@ -462,13 +468,7 @@ mod tests {
     #[test]
     fn committed_but_unwritten_lines_are_appended_at_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let out = dir.path().join("out.jsonl");
-        let mut store = JobStore::open(&db).unwrap();
-        store
-            .import("fp", 0, (0..2).map(|i| spec(i, 0)))
-            .unwrap()
-            .unwrap();
+        let (_db, out, mut store) = imported(&dir, 2);
         // As if the writer died between its two commits.
         let conn = store.conn_mut();
         conn.execute("UPDATE requests SET state = 2 WHERE idx = 1", [])
@@ -490,13 +490,7 @@ mod tests {
     #[test]
     fn a_shortened_output_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let out = dir.path().join("out.jsonl");
-        let mut store = JobStore::open(&db).unwrap();
-        store
-            .import("fp", 0, (0..1).map(|i| spec(i, 0)))
-            .unwrap()
-            .unwrap();
+        let (_db, out, mut store) = imported(&dir, 1);
         store.set_meta("output_len", "100").unwrap();
         assert!(matches!(
             store.recover(&out),
@@ -511,13 +505,7 @@ mod tests {
     /// A job of `n` requests with r0 and r1 durable in the output.
     async fn two_written(n: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let out = dir.path().join("out.jsonl");
-        let mut store = JobStore::open(&db).unwrap();
-        store
-            .import("fp", 0, (0..n).map(|i| spec(i, 0)))
-            .unwrap()
-            .unwrap();
+        let (db, out, mut store) = imported(&dir, n);
         store.recover(&out).unwrap();
         let (dtx, _drx) = mpsc::unbounded_channel();
         let writer = Writer::start(store, &out, dtx).unwrap();
@@ -659,13 +647,7 @@ mod tests {
     #[tokio::test]
     async fn absurd_usage_is_clamped_and_every_read_still_works() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let out = dir.path().join("out.jsonl");
-        let mut store = JobStore::open(&db).unwrap();
-        store
-            .import("fp", 0, (0..4).map(|i| spec(i, 0)))
-            .unwrap()
-            .unwrap();
+        let (db, out, mut store) = imported(&dir, 4);
         store.recover(&out).unwrap();
         let (dtx, _drx) = mpsc::unbounded_channel();
         let writer = Writer::start(store, &out, dtx).unwrap();

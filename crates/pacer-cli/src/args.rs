@@ -48,6 +48,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Check the API key, whether a model exists, and the limits the provider reports.
     Verify(VerifyArgs),
+    /// A local OpenAI- and Anthropic-compatible gateway that queues instead of answering 429.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,4 +233,54 @@ pub struct VerifyArgs {
     /// Print as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: a free port). Off loopback, --client-keys is required.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: std::net::SocketAddr,
+    /// The OpenAI-compatible upstream (default: $OPENAI_BASE_URL, then https://api.openai.com/v1); key from $OPENAI_API_KEY.
+    #[arg(long, value_parser = checks::base_url)]
+    pub upstream: Option<String>,
+    /// The Anthropic upstream for /v1/messages (default: $ANTHROPIC_BASE_URL, then https://api.anthropic.com/v1); key from $ANTHROPIC_API_KEY.
+    #[arg(long, value_parser = checks::base_url)]
+    pub anthropic_upstream: Option<String>,
+    #[command(flatten)]
+    pub rates: RateArgs,
+    /// Most requests in flight upstream (default: sized from the pace and the latency).
+    #[arg(long, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
+    pub concurrency: Option<usize>,
+    /// Client keys, lines `name key [budget_usd]`: clients must present one (Bearer or x-api-key).
+    #[arg(long, value_name = "FILE")]
+    pub client_keys: Option<PathBuf>,
+    /// Longest a request may wait for its turn, retries included (a client may set its own with x-pacer-max-wait: SECONDS).
+    #[arg(long, default_value = "10m", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub max_wait: Duration,
+    /// Most requests waiting; one more gets 429 with the expected wait.
+    #[arg(long, default_value_t = 100_000, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
+    pub max_queue: usize,
+    /// The gateway's budget in USD: past it, requests get 429 insufficient_quota.
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
+    pub max_cost: Option<f64>,
+    /// A TOML price table overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// A file keeping the money spent (in all and by client) across restarts.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Longest wait for an upstream answer's head, per attempt.
+    #[arg(long, default_value = "10m", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub timeout: Duration,
+    /// Retries per request for failures that are the request's own (429s and outages count only against --max-wait).
+    #[arg(long, default_value_t = 10, value_parser = checks::count::<u32>, allow_negative_numbers = true)]
+    pub max_retries: u32,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = pacer::gateway::DEFAULT_MAX_BODY_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    pub max_body_bytes: u64,
+    /// Largest upstream answer passed on, in bytes.
+    #[arg(long, default_value_t = pacer::transport::DEFAULT_MAX_RESPONSE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_response_bytes: u64,
 }

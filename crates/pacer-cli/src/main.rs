@@ -93,6 +93,7 @@ fn main() -> ExitCode {
             Command::Estimate(args) => commands::estimate::estimate(args),
             Command::Export(args) => commands::export::export(args),
             Command::Verify(args) => commands::verify::verify(args).await,
+            Command::Serve(args) => commands::serve::serve(args).await,
         }
     });
     ExitCode::from(match result {
@@ -120,6 +121,13 @@ fn error_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return store_code(s);
+        }
+        if let Some(g) = cause.downcast_ref::<pacer::gateway::GatewayError>() {
+            return if g.is_usage() {
+                exit::USAGE
+            } else {
+                exit::INTERNAL
+            };
         }
         if let Some(pacer_mock::MockError::Bind { source, .. }) = cause.downcast_ref() {
             // The --listen address is taken or not ours to use.

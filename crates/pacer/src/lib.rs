@@ -26,6 +26,7 @@
 pub mod cost;
 pub mod endpoint;
 pub mod engine;
+pub mod gateway;
 pub mod input;
 pub mod limit;
 pub mod provider;

@@ -6,6 +6,7 @@ pub mod estimate;
 pub mod export;
 pub mod mock;
 pub mod run;
+pub mod serve;
 pub mod status;
 pub mod verify;
 

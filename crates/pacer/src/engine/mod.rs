@@ -36,7 +36,7 @@ pub use config::{Limits, RunConfig};
 pub use dispatch::{run, RunReport};
 pub use error::EngineError;
 pub use output::{error_line, parse_body, response_line};
-pub use pace::Pacer;
+pub use pace::{InFlight, PaceChange, Pacer};
 pub use prepare::{status, StatusReport};
 pub use tokio_util::sync::CancellationToken;
 pub use verify::{verify, Verdict as VerifyVerdict};

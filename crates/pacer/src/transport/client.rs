@@ -227,6 +227,63 @@ impl Transport {
         self.exchange(req, stream_kind).await
     }
 
+    /// Forwards a client's request as it is (the gateway): `method` to
+    /// `path_and_query` under the base URL, the client's `headers` (the
+    /// caller has removed its credentials and hop-by-hop headers) with this
+    /// transport's auth in their place, and `body` byte for byte. Returns
+    /// once the answer's head is in, within the timeout; the body is the
+    /// caller's to read (and to bound: [`TransportConfig::max_response_bytes`]).
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        endpoint: Endpoint,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, TransportError> {
+        let mut all = headers;
+        for (name, value) in self.headers[usize::from(endpoint.is_anthropic())].iter() {
+            // The client's own anthropic-version (or content type) wins;
+            // the credentials are always ours.
+            let ours = name == AUTHORIZATION || name.as_str() == "x-api-key";
+            if ours || !all.contains_key(name) {
+                all.insert(name.clone(), value.clone());
+            }
+        }
+        let req = self
+            .client
+            .request(method, self.endpoint(path_and_query))
+            .headers(all)
+            .body(body);
+        let fut = async {
+            let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
+            let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                return Err(TransportError::Redirect {
+                    status,
+                    location: redirect_target(&resp),
+                });
+            }
+            let limit = self.config.max_response_bytes;
+            if resp.content_length().is_some_and(|n| n > limit) {
+                return Err(TransportError::TooLarge { limit });
+            }
+            Ok(resp)
+        };
+        tokio::time::timeout(self.config.timeout, fut)
+            .await
+            .map_err(|_| TransportError::Timeout(self.config.timeout))?
+    }
+
+    /// Maps an error met while reading a forwarded answer's body.
+    pub fn body_error(&self, e: reqwest::Error) -> TransportError {
+        if e.is_body() || e.is_decode() {
+            TransportError::StreamCut
+        } else {
+            self.map_reqwest(e)
+        }
+    }
+
     /// One request and its whole answer (a stream reassembled), within the
     /// total timeout.
     async fn exchange(

@@ -4,4 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The e2e tests of `pacer serve` drive the official Python SDKs: install them
+# (once; again only when scripts/test-requirements.txt changes).
+PACER_TEST_PYTHON="$(scripts/test-deps.sh --print-python)"
+export PACER_TEST_PYTHON
 cargo test --workspace

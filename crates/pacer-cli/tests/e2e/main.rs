@@ -10,5 +10,7 @@ mod inputs;
 mod money;
 mod network;
 mod providers;
+mod serve;
+mod serve_support;
 mod streams;
 mod support;

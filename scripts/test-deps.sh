@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Ensures the Python test dependencies: a virtual environment at
+# target/test-venv with the packages pinned in scripts/test-requirements.txt
+# (the official openai and anthropic SDKs, which the e2e tests of
+# `pacer serve` run against the gateway).
+#
+# Idempotent and quiet: it installs only when the venv is missing or the
+# requirements file changed since the last successful install (a stamp file
+# in the venv keeps the requirements' hash). On success it prints nothing and
+# exits 0; `--print-python` prints the venv's python (absolute path).
+# If it cannot install, it exits nonzero with one clear sentence on stderr:
+# the tests must fail, never silently skip.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+req="$root/scripts/test-requirements.txt"
+venv="$root/target/test-venv"
+py="$venv/bin/python"
+stamp="$venv/.requirements.sha256"
+log="$root/target/test-venv.log"
+
+fail() {
+    echo "scripts/test-deps.sh: $1" >&2
+    exit 1
+}
+
+[[ -f $req ]] || fail "cannot install the Python test dependencies: $req is missing."
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+
+if [[ -x $py && -f $stamp && "$(cat "$stamp")" == "$want" ]]; then
+    [[ ${1:-} == --print-python ]] && echo "$py"
+    exit 0
+fi
+
+mkdir -p "$root/target"
+: >"$log"
+if [[ ! -x $py ]]; then
+    rm -rf "$venv"
+    command -v python3 >/dev/null 2>&1 \
+        || fail "cannot install the Python test dependencies: python3 is not on PATH."
+    python3 -m venv "$venv" >>"$log" 2>&1 \
+        || fail "cannot create the Python virtual environment $venv with 'python3 -m venv' (see $log)."
+fi
+rm -f "$stamp"
+"$py" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" >>"$log" 2>&1 \
+    || fail "cannot install the Python test dependencies from $req into $venv with pip (see $log; PyPI must be reachable)."
+"$py" -c 'import openai, anthropic' >>"$log" 2>&1 \
+    || fail "the Python test dependencies were installed into $venv but do not import (see $log)."
+echo "$want" >"$stamp"
+[[ ${1:-} == --print-python ]] && echo "$py"
+exit 0

@@ -700,8 +700,9 @@ async fn metrics_and_healthz() {
         .unwrap();
     assert_eq!(m.status, 200, "{}", m.dump());
     assert!(
-        m.header("content-type")
-            .is_some_and(|c| c.starts_with("text/plain")),
+        m.header("content-type").is_some_and(
+            |c| c.starts_with("text/plain") || c.starts_with("application/openmetrics-text")
+        ),
         "Prometheus text: {}",
         m.dump()
     );

@@ -60,6 +60,10 @@ pub struct Pacer {
     semaphore: Arc<Semaphore>,
     /// Everything in flight, overdue requests included.
     ceiling: Arc<Semaphore>,
+    /// Answers (and observed headers) so far; `answered` wakes those
+    /// waiting for the first.
+    answers: std::sync::atomic::AtomicU64,
+    answered: Notify,
 }
 
 /// A request's places in flight: its share of the paced concurrency, given
@@ -103,6 +107,8 @@ impl Pacer {
             circuit_closed: Notify::new(),
             semaphore: Arc::new(Semaphore::new(initial)),
             ceiling,
+            answers: std::sync::atomic::AtomicU64::new(0),
+            answered: Notify::new(),
         };
         pacer.lock().resize(&pacer.semaphore);
         pacer
@@ -184,6 +190,7 @@ impl Pacer {
     /// Feeds the provider's rate-limit headers back (the key check's answer).
     /// Returns whether the pace changed.
     pub fn observe(&self, now: Instant, snapshot: &RateLimitSnapshot) -> bool {
+        self.note_answer();
         let mut inner = self.lock();
         let changed = inner.pace.observe(now, snapshot);
         if changed {
@@ -196,6 +203,7 @@ impl Pacer {
     /// admission took for it: headers, then what the verdict says about the
     /// provider (up, rate-limited, down) and the tokens it really charged.
     pub fn feedback(&self, now: Instant, outcome: &Outcome, ticket: &TokenTicket) -> PaceChange {
+        self.note_answer();
         let mut change = PaceChange::default();
         let mut inner = self.lock();
         let pace = &mut inner.pace;
@@ -238,6 +246,29 @@ impl Pacer {
             self.circuit_closed.notify_waiters();
         }
         change
+    }
+
+    fn note_answer(&self) {
+        use std::sync::atomic::Ordering;
+        if self.answers.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.answered.notify_waiters();
+        }
+    }
+
+    /// Waits until the provider has answered once (any answer, or headers
+    /// observed), or `at_most`. Before its first answer nothing is known of
+    /// its limits, and a burst sent blind into a short window is mostly
+    /// 429s: a caller with many requests ready sends one, waits here, then
+    /// the rest at the pace that answer's headers set.
+    pub async fn first_answer(&self, at_most: Duration) {
+        use std::sync::atomic::Ordering;
+        let answered = self.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        if self.answers.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(at_most, answered).await;
     }
 
     /// Treats the provider as down from now on (its first answer was a

@@ -10,6 +10,9 @@ use tokio::time::Instant;
 use crate::engine::{InFlight, Pacer};
 use crate::limit::TokenTicket;
 
+/// Longest the first admission waits for its answer before the rest go.
+const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// A request's turn: its place in flight and the tokens admission charged.
 #[derive(Debug)]
 pub struct Admission {
@@ -53,6 +56,11 @@ struct Waiting {
     /// scanning the heap.
     by_priority: BTreeMap<i64, usize>,
     next_seq: u64,
+    /// Taken out of the heap by the dispatcher and not yet handed over: still
+    /// waiting, as its client sees it.
+    admitting: usize,
+    /// Admissions handed over in all.
+    handed_over: u64,
     /// Admissions handed over, with the first one's time: the measured rate
     /// that predicts waits while the pace itself is unknown.
     admitted: u64,
@@ -127,7 +135,8 @@ impl AdmissionQueue {
     /// Requests waiting now (those whose client left may still count until
     /// the dispatcher meets them).
     pub fn depth(&self) -> usize {
-        self.shared.lock().heap.len()
+        let w = self.shared.lock();
+        w.heap.len() + w.admitting
     }
 
     /// Waits for the request's turn. Dropping the future leaves the queue:
@@ -135,8 +144,8 @@ impl AdmissionQueue {
     pub async fn enter(&self, place: Place, tokens: u64) -> Result<Admission, QueueRefusal> {
         let rx = {
             let mut w = self.shared.lock();
-            if w.heap.len() >= self.max_queue {
-                let ahead = w.heap.len();
+            let ahead = w.heap.len() + w.admitting;
+            if ahead >= self.max_queue {
                 let retry_after = w.expected_wait(&self.shared.pacer, ahead, Instant::now());
                 return Err(QueueRefusal::Full { retry_after });
             }
@@ -160,7 +169,12 @@ impl AdmissionQueue {
     /// nothing tells the rate (nothing paced, nothing admitted yet).
     pub fn expected_wait(&self, priority: i64) -> Duration {
         let w = self.shared.lock();
-        let ahead = w.by_priority.range(priority..).map(|(_, n)| n).sum();
+        let ahead = w
+            .by_priority
+            .range(priority..)
+            .map(|(_, n)| n)
+            .sum::<usize>()
+            + w.admitting;
         w.expected_wait(&self.shared.pacer, ahead, Instant::now())
     }
 }
@@ -274,6 +288,7 @@ async fn dispatch(shared: Arc<Shared>) {
         let Some(entry) = shared.pop_live() else {
             continue;
         };
+        shared.lock().admitting = 1;
         let ticket = shared.pacer.admit(entry.tokens).await;
         let mut admission = Admission { in_flight, ticket };
         let mut entry = entry;
@@ -287,7 +302,19 @@ async fn dispatch(shared: Arc<Shared>) {
                 }
             }
         }
-        shared.lock().note_admitted(Instant::now());
+        let first = {
+            let mut w = shared.lock();
+            w.admitting = 0;
+            w.note_admitted(Instant::now());
+            w.handed_over += 1;
+            w.handed_over == 1
+        };
+        // The first request goes alone: its answer's headers tell the
+        // limits before a burst is sent blind (bounded: a first request that
+        // hangs must not hold up the rest for long).
+        if first {
+            shared.pacer.first_answer(FIRST_ANSWER_WAIT).await;
+        }
     }
 }
 
@@ -296,13 +323,48 @@ mod tests {
     use super::*;
     use crate::limit::Limits;
 
+    /// A queue whose provider has answered once already (see
+    /// `the_first_request_goes_alone_until_its_answer`).
     fn queue(rpm: Option<f64>, concurrency: usize, max_queue: usize) -> Arc<AdmissionQueue> {
         let pacer = Arc::new(Pacer::new(&Limits {
             rpm,
             concurrency: Some(concurrency),
             ..Limits::default()
         }));
+        pacer.observe(Instant::now(), &Default::default());
         Arc::new(AdmissionQueue::new(pacer, max_queue))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_goes_alone_until_its_answer() {
+        let pacer = Arc::new(Pacer::new(&Limits::default()));
+        let q = Arc::new(AdmissionQueue::new(pacer.clone(), 100));
+        let t0 = Instant::now();
+        let first = q.enter(q.place(0), 0).await.unwrap();
+        let second = {
+            let q = q.clone();
+            let place = q.place(0);
+            tokio::spawn(async move { q.enter(place, 0).await.map(|_| Instant::now()) })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "nothing known yet: one at a time");
+        // The first answer arrives: the rest may go.
+        let ok = crate::retry::Outcome {
+            verdict: crate::retry::Verdict::Success,
+            limits: Default::default(),
+            latency: Duration::from_millis(300),
+            charged_tokens: Some(0),
+        };
+        pacer.feedback(Instant::now(), &ok, &first.ticket);
+        let at = second.await.unwrap().unwrap();
+        assert_eq!(at - t0, Duration::from_millis(300));
+        // A first request that never answers holds the rest back 5 s at most.
+        let silent = Arc::new(Pacer::new(&Limits::default()));
+        let q = Arc::new(AdmissionQueue::new(silent, 100));
+        let t1 = Instant::now();
+        let _hung = q.enter(q.place(0), 0).await.unwrap();
+        q.enter(q.place(0), 0).await.unwrap();
+        assert_eq!(Instant::now() - t1, FIRST_ANSWER_WAIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,6 +24,14 @@ fail() {
     exit 1
 }
 
+# curl is one of the gateway's clients in the e2e tests.
+if ! command -v curl >/dev/null 2>&1; then
+    { command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; } \
+        || fail "curl is missing and cannot be installed here (apt-get as root is needed)."
+    apt-get install -y -qq curl >/dev/null 2>&1 \
+        || fail "curl is missing and 'apt-get install curl' failed."
+fi
+
 [[ -f $req ]] || fail "cannot install the Python test dependencies: $req is missing."
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 

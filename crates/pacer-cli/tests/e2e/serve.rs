@@ -815,3 +815,154 @@ async fn upstream_errors_are_retried_inside_the_gateway() {
     // No answer is sent twice to a client, and no finished work is redone.
     assert_eq!(stats.duplicate_successes, 0, "{stats:?}");
 }
+
+/// Sends chats as `key` until the first refusal (at most `n`); returns the
+/// 200s before it and the refusal.
+async fn chats_until_refused(gw: &Gateway, key: &str, n: usize) -> (usize, Option<Answer>) {
+    let client = http();
+    for i in 0..n {
+        let a = send(
+            client
+                .post(format!("{}/v1/chat/completions", gw.url()))
+                .bearer_auth(key)
+                .json(&chat_body(&format!("budget-{key}-{i}"))),
+        )
+        .await
+        .unwrap();
+        match a.status {
+            200 => {}
+            _ => return (i, Some(a)),
+        }
+    }
+    (n, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_per_client_and_for_the_gateway_stop_spending_and_survive_a_restart() {
+    let env = Env::new(gateway_mock(MockConfig::default())).await;
+    let keys = env.path("clients.txt");
+    // A chat of chat_body costs at most ~$0.000008 at gpt-4o-mini's prices.
+    std::fs::write(&keys, "alice ck-alice-2b7d 0.00005\nbob ck-bob-8e1f\n").unwrap();
+    let state = env.path("spent.json");
+    let args = [
+        "--client-keys",
+        keys.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let mut gw = Gateway::start(&env, &args).await;
+    let (ok, refusal) = chats_until_refused(&gw, "ck-alice-2b7d", 40).await;
+    let refusal = refusal.expect("alice's budget ran out");
+    assert!((3..=15).contains(&ok), "{ok} requests fit in $0.00005");
+    assert_eq!(refusal.status, 429, "{}", refusal.dump());
+    refusal.assert_openai_error();
+    assert_eq!(refusal.json()["error"]["code"], "insufficient_quota");
+    assert!(
+        refusal.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alice"),
+        "{}",
+        refusal.dump()
+    );
+    let sent_before = env.stats().requests;
+    // Bob has no budget of his own.
+    let (bob_ok, _) = chats_until_refused(&gw, "ck-bob-8e1f", 3).await;
+    assert_eq!(bob_ok, 3);
+    assert_eq!(
+        env.stats().requests,
+        sent_before + 3,
+        "alice's refusal was not forwarded"
+    );
+    let metrics = send(http().get(format!("{}/metrics", gw.url())))
+        .await
+        .unwrap()
+        .body;
+    let alice_spent = metrics
+        .lines()
+        .find(|l| l.starts_with("pacer_client_cost_usd_total{client=\"alice\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("alice's cost in the metrics:\n{metrics}"));
+    assert!(alice_spent > 0.0 && alice_spent <= 0.00005, "{alice_spent}");
+
+    // Stopped and started again on the same state: still spent.
+    gw.sigterm();
+    assert!(gw.wait(Duration::from_secs(20)).await.success());
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("the state was written")).unwrap();
+    assert!(saved["clients"]["alice"].as_f64().unwrap() > 0.0, "{saved}");
+    let gw = Gateway::start(&env, &args).await;
+    let (ok, refusal) = chats_until_refused(&gw, "ck-alice-2b7d", 5).await;
+    assert!(
+        ok <= 1,
+        "a restart gave alice's budget back: {ok} more went"
+    );
+    assert_eq!(
+        refusal.expect("refused").json()["error"]["code"],
+        "insufficient_quota"
+    );
+    drop(gw);
+
+    // The gateway's own cap, with no client keys.
+    let gw = Gateway::start(&env, &["--max-cost", "0.00003"]).await;
+    let (ok, refusal) = chats_until_refused(&gw, CLIENT_KEY, 40).await;
+    assert!((1..=10).contains(&ok), "{ok}");
+    let refusal = refusal.expect("the gateway's cap was reached");
+    assert_eq!(refusal.json()["error"]["code"], "insufficient_quota");
+    assert!(refusal.body.contains("--max-cost"), "{}", refusal.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_streams_through_the_gateway() {
+    let env = Env::new(gateway_mock(MockConfig {
+        chunk_delay: 20,
+        ..MockConfig::default()
+    }))
+    .await;
+    let gw = Gateway::start(&env, &[]).await;
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Say something through curl."}],
+        "max_tokens": 12,
+        "stream": true,
+        "stream_options": {"include_usage": true}
+    })
+    .to_string();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-N", "--fail-with-body", "--max-time", "50"])
+            .args(["-H", "content-type: application/json"])
+            .args(["-H", &format!("authorization: Bearer {CLIENT_KEY}")])
+            .args(["-d", &body])
+            .arg(format!("{}/v1/chat/completions", gw.url()))
+            .output(),
+    )
+    .await
+    .expect("curl finished")
+    .expect("curl runs (it is a test dependency)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<&str> = text.lines().filter(|l| l.starts_with("data: ")).collect();
+    assert!(events.len() >= 3, "{text}");
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    assert!(
+        text.contains("\"usage\":{"),
+        "the usage chunk passed through: {text}"
+    );
+    assert!(!text.contains(UPSTREAM_KEY));
+    // The gateway read the usage from the stream: reported, not estimated.
+    let metrics = send(http().get(format!("{}/metrics", gw.url())))
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains("pacer_tokens_total{kind=\"completion\",source=\"reported\"}"),
+        "{metrics}"
+    );
+}

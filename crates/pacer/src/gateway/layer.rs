@@ -282,7 +282,7 @@ impl Shared {
                     retry_after: expected,
                 });
             }
-            let admission =
+            let mut admission =
                 match timeout_at(deadline, self.queue.enter(place, tokens.total())).await {
                     Ok(Ok(a)) => a,
                     Ok(Err(QueueRefusal::Full { retry_after })) => {
@@ -302,7 +302,23 @@ impl Shared {
             // The inner error becomes a BoxError at once: S::Error need not be Send.
             let result: Result<Response<B>, BoxError> =
                 match poll_fn(|cx| inner.poll_ready(cx)).await {
-                    Ok(()) => inner.call(request).await.map_err(Into::into),
+                    Ok(()) => {
+                        // Far past the latency seen, a request stops counting
+                        // toward the paced concurrency (a hung one must not
+                        // stall the rest); it keeps its place under the
+                        // ceiling and still ends at the timeout.
+                        let call = inner.call(request);
+                        tokio::pin!(call);
+                        let overdue = tokio::time::sleep(pacer.overdue_after());
+                        tokio::select! {
+                            r = &mut call => r,
+                            _ = overdue => {
+                                admission.in_flight.release_paced();
+                                call.await
+                            }
+                        }
+                        .map_err(Into::into)
+                    }
                     Err(e) => Err(e.into()),
                 };
             let now = Instant::now();
@@ -632,6 +648,53 @@ mod tests {
             upstream.calls.load(Ordering::SeqCst),
             10,
             "the refused one never went"
+        );
+    }
+
+    /// An upstream whose first call never answers; later ones answer at once.
+    #[derive(Clone, Default)]
+    struct FirstHangs {
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Service<Request<Bytes>> for FirstHangs {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _req: Request<Bytes>) -> Self::Future {
+            let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok(Response::new(Full::new(Bytes::from_static(OK.as_bytes()))))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_request_gives_its_slot_back_when_overdue() {
+        let pacer = Arc::new(Pacer::new(&Limits {
+            concurrency: Some(1),
+            ..Limits::default()
+        }));
+        pacer.observe(Instant::now(), &Default::default());
+        let layer = PaceLayer::builder(pacer.clone()).build();
+        let upstream = FirstHangs::default();
+        let mut hung = layer.layer(upstream.clone());
+        tokio::spawn(async move { hung.call(chat()).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let t0 = Instant::now();
+        let mut next = layer.layer(upstream.clone());
+        let resp = next.call(chat()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            Instant::now() - t0 + Duration::from_millis(1),
+            crate::limit::OVERDUE_FLOOR,
+            "the only slot came back when the hung request was overdue"
         );
     }
 }

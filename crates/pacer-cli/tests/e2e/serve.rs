@@ -733,8 +733,10 @@ async fn streams_pass_through_chunk_by_chunk() {
     }))
     .await;
     let gw = Gateway::start(&env, &[]).await;
+    // This prompt's reply is 18 words: 6 content events of 3 words, plus the
+    // role, finish and [DONE] events, 100 ms apart: 800 ms from first to last.
     let mut body = chat_body("stream-through");
-    body["max_tokens"] = json!(20);
+    body["max_tokens"] = json!(40);
     body["stream"] = json!(true);
     let sent = Instant::now();
     let mut resp = http()

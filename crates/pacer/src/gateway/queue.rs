@@ -61,6 +61,9 @@ struct Waiting {
     admitting: usize,
     /// Admissions handed over in all.
     handed_over: u64,
+    /// The mean tokens of requests entering, smoothed: the token pace in
+    /// requests.
+    mean_tokens: f64,
     /// Admissions handed over, with the first one's time: the measured rate
     /// that predicts waits while the pace itself is unknown.
     admitted: u64,
@@ -149,6 +152,12 @@ impl AdmissionQueue {
                 let retry_after = w.expected_wait(&self.shared.pacer, ahead, Instant::now());
                 return Err(QueueRefusal::Full { retry_after });
             }
+            // An exponential mean over roughly the last hundred requests.
+            w.mean_tokens = if w.mean_tokens == 0.0 {
+                tokens as f64
+            } else {
+                0.99 * w.mean_tokens + 0.01 * tokens as f64
+            };
             let (tx, rx) = oneshot::channel();
             *w.by_priority.entry(place.priority).or_default() += 1;
             w.heap.push(Entry {
@@ -241,9 +250,17 @@ impl Waiting {
 
     fn expected_wait(&self, pacer: &Pacer, ahead: usize, now: Instant) -> Duration {
         let view = pacer.view();
-        // The pace in force, where there is one; else what admissions have
-        // shown over the last stretch of work.
-        let paced = view.rpm.map(|rpm| rpm / 60.0);
+        // The pace in force, where there is one (requests, or tokens at the
+        // mean request's size, whichever is slower); else what admissions
+        // have shown over the last stretch of work.
+        let by_tokens = view
+            .tpm
+            .filter(|_| self.mean_tokens >= 1.0)
+            .map(|tpm| tpm / 60.0 / self.mean_tokens);
+        let paced = match (view.rpm.map(|rpm| rpm / 60.0), by_tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let measured = match (self.first_admitted, self.last_admitted) {
             (Some(first), Some(last)) if self.admitted >= 10 && last > first => {
                 let span = last.duration_since(first).as_secs_f64();
@@ -447,6 +464,35 @@ mod tests {
         // A high priority has nobody ahead of it.
         assert_eq!(q.expected_wait(10), Duration::from_secs(1));
         assert_eq!(q.expected_wait(0), Duration::from_secs(4));
+        drop(held);
+        for w in waiters {
+            w.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_pace_slower_than_the_request_pace_sets_the_wait() {
+        // 6,000 requests a minute but 60,000 tokens: at 1,000 tokens a
+        // request, one a second.
+        let pacer = Arc::new(Pacer::new(&Limits {
+            rpm: Some(6000.0),
+            tpm: Some(60_000.0),
+            concurrency: Some(1),
+            ..Limits::default()
+        }));
+        pacer.observe(Instant::now(), &Default::default());
+        let q = Arc::new(AdmissionQueue::new(pacer, 100));
+        let held = q.enter(q.place(0), 1_000).await.unwrap();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                let place = q.place(0);
+                tokio::spawn(async move { q.enter(place, 1_000).await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // 4 ahead (one of them being admitted) and itself, at one a second.
+        assert_eq!(q.expected_wait(0), Duration::from_secs(5));
         drop(held);
         for w in waiters {
             w.abort();

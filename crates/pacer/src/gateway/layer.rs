@@ -487,16 +487,19 @@ mod tests {
     use super::*;
     use crate::engine::Limits;
 
+    /// Status, `retry-after-ms` (empty: none), body.
+    type ScriptedAnswer = (u16, &'static str, &'static str);
+
     /// An upstream that gives the answers it was handed, in order, and
     /// counts the calls.
     #[derive(Clone)]
     struct Scripted {
-        answers: Arc<Mutex<VecDeque<(u16, &'static str, &'static str)>>>,
+        answers: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
         calls: Arc<AtomicUsize>,
     }
 
     impl Scripted {
-        fn new(answers: &[(u16, &'static str, &'static str)]) -> Scripted {
+        fn new(answers: &[ScriptedAnswer]) -> Scripted {
             Scripted {
                 answers: Arc::new(Mutex::new(answers.iter().copied().collect())),
                 calls: Arc::default(),

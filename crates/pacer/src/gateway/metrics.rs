@@ -84,13 +84,10 @@ impl GatewayMetrics {
             client_cost: Family::default(),
             retries: Family::default(),
             pauses: Family::default(),
-            duration: Histogram::new(
-                [
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    120.0, 300.0,
-                ]
-                .into_iter(),
-            ),
+            duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                300.0,
+            ]),
             pace_rpm: Gauge::default(),
             pace_tpm: Gauge::default(),
             in_flight: Gauge::default(),

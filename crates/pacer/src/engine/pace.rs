@@ -187,6 +187,56 @@ impl Pacer {
             .ticket(Instant::now(), tokens, charged, ratio)
     }
 
+    /// A slot at once, if one is free (the gateway's fast path).
+    pub fn try_slot(&self) -> Option<InFlight> {
+        let paced = self.semaphore.clone().try_acquire_owned().ok()?;
+        let ceiling = self.ceiling.clone().try_acquire_owned().ok()?;
+        Some(InFlight {
+            paced: Some(paced),
+            _ceiling: ceiling,
+        })
+    }
+
+    /// Admits a request of `tokens` now if nothing would make it wait: the
+    /// circuit closed, the gate open, every limit with room. `None` changes
+    /// nothing; the caller then waits in [`Pacer::admit`]'s way.
+    pub fn try_admit(&self, tokens: u64) -> Option<TokenTicket> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.pace.circuit_open() || self.gate.paused_until(now).is_some() {
+            return None;
+        }
+        let limiters = inner.pace.limiters();
+        let (charged, ratio) = inner.pace.token_charge(tokens);
+        let all = [
+            (&limiters.per_second, 1),
+            (&limiters.recovery, 1),
+            (&limiters.requests, 1),
+            (&limiters.tokens, charged),
+        ];
+        // All or nothing: look first, then take. Another admission between
+        // the two (the queue's dispatcher) can at worst leave one limiter
+        // charged for a request that then waits its turn: a unit of pace,
+        // never a request over the limit.
+        if all
+            .iter()
+            .any(|(l, cost)| l.as_ref().is_some_and(|l| l.available(now) < *cost as f64))
+        {
+            return None;
+        }
+        for (l, cost) in all {
+            if let Some(l) = l {
+                l.try_acquire(now, cost).ok()?;
+            }
+        }
+        Some(inner.pace.ticket(now, tokens, charged, ratio))
+    }
+
+    /// Whether the provider has answered (or its headers were observed) once.
+    pub fn has_answered(&self) -> bool {
+        self.answers.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
     /// Feeds the provider's rate-limit headers back (the key check's answer).
     /// Returns whether the pace changed.
     pub fn observe(&self, now: Instant, snapshot: &RateLimitSnapshot) -> bool {

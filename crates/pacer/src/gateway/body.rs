@@ -148,7 +148,21 @@ impl UsageReader {
     fn finish(self) -> Option<Value> {
         match self {
             UsageReader::Events(a) => a.finish().ok(),
-            UsageReader::Json(buf) => serde_json::from_slice(&buf).ok(),
+            UsageReader::Json(buf) => {
+                // Most answers carry `usage`: read only it (serde skips the
+                // rest without building it); the whole answer only when it
+                // has none, to count its text.
+                #[derive(serde::Deserialize)]
+                struct UsageOnly {
+                    usage: Option<Value>,
+                }
+                match serde_json::from_slice::<UsageOnly>(&buf) {
+                    Ok(UsageOnly { usage: Some(u) }) if u.is_object() => {
+                        Some(serde_json::json!({ "usage": u }))
+                    }
+                    _ => serde_json::from_slice(&buf).ok(),
+                }
+            }
             UsageReader::Gave => None,
         }
     }

@@ -147,6 +147,20 @@ impl AdmissionQueue {
     pub async fn enter(&self, place: Place, tokens: u64) -> Result<Admission, QueueRefusal> {
         let rx = {
             let mut w = self.shared.lock();
+            // The fast path: nobody waiting, a slot free and room in every
+            // limit, so the request goes now without a hand-over through the
+            // dispatcher (two task wake-ups). The first request still goes
+            // through it (it waits for the provider's first answer).
+            let pacer = &self.shared.pacer;
+            if w.heap.is_empty() && w.admitting == 0 && pacer.has_answered() {
+                if let Some(in_flight) = pacer.try_slot() {
+                    if let Some(ticket) = pacer.try_admit(tokens) {
+                        w.note_admitted(Instant::now());
+                        w.handed_over += 1;
+                        return Ok(Admission { in_flight, ticket });
+                    }
+                }
+            }
             let ahead = w.heap.len() + w.admitting;
             if ahead >= self.max_queue {
                 let retry_after = w.expected_wait(&self.shared.pacer, ahead, Instant::now());

@@ -119,6 +119,12 @@ impl Gateway {
                     .map(str::to_owned),
             )
         });
+        // The tokenizers load on first use (a few hundred ms): here, not in
+        // the first requests' handlers, where it would stall every request
+        // behind them.
+        for model in ["gpt-4o-mini", "gpt-4"] {
+            crate::tokens::count_text(model, "warm up");
+        }
         let max_response_bytes = config.openai.max_response_bytes;
         let upstream = Upstream::new(config.openai, config.anthropic)?;
         let pacer = Arc::new(Pacer::new(&config.limits));

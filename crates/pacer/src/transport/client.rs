@@ -250,11 +250,11 @@ impl Transport {
                 all.insert(name.clone(), value.clone());
             }
         }
-        let req = self
-            .client
-            .request(method, self.endpoint(path_and_query))
-            .headers(all)
-            .body(body);
+        let req = match self.parsed_endpoint(path_and_query) {
+            Some(url) => self.client.request(method, url),
+            None => self.client.request(method, self.endpoint(path_and_query)),
+        };
+        let req = req.headers(all).body(body);
         let fut = async {
             let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
             let status = resp.status().as_u16();

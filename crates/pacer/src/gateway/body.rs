@@ -126,7 +126,7 @@ impl UsageReader {
         }
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         match self {
             UsageReader::Events(a) => {
                 if a.push(bytes).is_err() {
@@ -263,7 +263,7 @@ impl<B> Drop for PacedBody<B> {
 
 impl Meter {
     /// Once: the pacer's feedback, the slot back, the caller told.
-    fn finish(&mut self, ending: Ending) {
+    pub(crate) fn finish(&mut self, ending: Ending) {
         let Some(admission) = self.admission.take() else {
             return;
         };

@@ -968,3 +968,40 @@ async fn curl_streams_through_the_gateway() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_request_frees_its_slot_at_once() {
+    // The simulator takes 8 s to answer; the client gives up after 0.5 s.
+    let env = Env::new(gateway_mock(MockConfig {
+        latency: 8_000,
+        ..MockConfig::default()
+    }))
+    .await;
+    let gw = Gateway::start(&env, &[]).await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gone = chat(&impatient, &gw.url(), "leaves-mid-request", &[]).await;
+    assert!(gone.is_err(), "the client timed out");
+    let metrics = |text: &str, name: &str| metric_sum(text, name).unwrap_or(0.0);
+    // Its upstream request is dropped with it: in flight goes back to 0
+    // long before the simulator would have answered.
+    let start = Instant::now();
+    loop {
+        let m = send(http().get(format!("{}/metrics", gw.url())))
+            .await
+            .unwrap()
+            .body;
+        if metrics(&m, "pacer_in_flight") == 0.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the slot is still held 3 s after the client left:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.stats().requests, 1, "it had reached the simulator");
+}

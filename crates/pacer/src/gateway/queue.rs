@@ -1,5 +1,5 @@
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,7 +51,10 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Waiting {
-    heap: BinaryHeap<Entry>,
+    /// Waiting requests in their order: the first key is the next to go.
+    /// A map, not a heap, so that a request whose client leaves is taken
+    /// out at once (its memory freed, the depth true).
+    heap: BTreeMap<Key, Entry>,
     /// How many wait at each priority, for a request's position without
     /// scanning the heap.
     by_priority: BTreeMap<i64, usize>,
@@ -74,30 +77,12 @@ struct Waiting {
 #[derive(Debug)]
 struct Entry {
     priority: i64,
-    seq: u64,
     tokens: u64,
     tx: oneshot::Sender<Admission>,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // A max-heap: the greatest priority, then the smallest (earliest) seq.
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
+/// Higher priority first, then earlier arrival.
+type Key = (Reverse<i64>, u64);
 
 /// A place in the arrival order, kept across a request's retries so that a
 /// retried request is not sent to the back.
@@ -174,17 +159,26 @@ impl AdmissionQueue {
             };
             let (tx, rx) = oneshot::channel();
             *w.by_priority.entry(place.priority).or_default() += 1;
-            w.heap.push(Entry {
-                priority: place.priority,
-                seq: place.seq,
-                tokens,
-                tx,
-            });
+            w.heap.insert(
+                place.key(),
+                Entry {
+                    priority: place.priority,
+                    tokens,
+                    tx,
+                },
+            );
             rx
         };
         self.shared.arrived.notify_one();
+        // Leaving (the future dropped) takes the request out of the queue.
+        let mut leave = Leave {
+            shared: &self.shared,
+            key: Some(place.key()),
+        };
         // The dispatcher never drops a sender it could still deliver to.
-        Ok(rx.await.expect("the dispatcher lives as long as the queue"))
+        let admission = rx.await.expect("the dispatcher lives as long as the queue");
+        leave.key = None;
+        Ok(admission)
     }
 
     /// How long a request of `priority` arriving now should expect to wait:
@@ -202,6 +196,30 @@ impl AdmissionQueue {
     }
 }
 
+impl Place {
+    fn key(&self) -> Key {
+        (Reverse(self.priority), self.seq)
+    }
+}
+
+/// Takes a waiting request out of the queue when its wait is dropped.
+struct Leave<'a> {
+    shared: &'a Shared,
+    key: Option<Key>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut w = self.shared.lock();
+            // Gone already if the dispatcher took it: its turn passes on.
+            if let Some(e) = w.heap.remove(&key) {
+                w.forget(e.priority);
+            }
+        }
+    }
+}
+
 impl Drop for AdmissionQueue {
     fn drop(&mut self) {
         self.dispatcher.abort();
@@ -216,7 +234,7 @@ impl Shared {
     /// The best waiter whose client is still there.
     fn pop_live(&self) -> Option<Entry> {
         let mut w = self.lock();
-        while let Some(e) = w.heap.pop() {
+        while let Some((_, e)) = w.heap.pop_first() {
             w.forget(e.priority);
             if !e.tx.is_closed() {
                 return Some(e);
@@ -440,8 +458,10 @@ mod tests {
             tokio::spawn(async move { q.enter(place, 0).await.map(|_| Instant::now()) })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(q.depth(), 2);
         leaver.abort();
         tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(q.depth(), 1, "the one who left is out of the queue at once");
         drop(first);
         let at = tokio::time::timeout(Duration::from_secs(1), stayer)
             .await

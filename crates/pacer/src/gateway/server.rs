@@ -316,6 +316,8 @@ async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             );
         }
     };
+    // Parsed only to estimate: not kept while the request waits its turn.
+    drop(json);
     let model = options.model.clone().unwrap_or_default();
     let price = app.prices.lookup(&model);
     let worst = match (price, options.tokens) {

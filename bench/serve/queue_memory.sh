@@ -56,7 +56,7 @@ timeout "$OHA_LIMIT" "$OHA" --no-tui -n "$QUEUED" -c "$QUEUED" --worker-threads 
   -m POST -T application/json -H "authorization: Bearer sk-client-bench" -d "$BODY" \
   "$SERVE_URL/v1/chat/completions" >"$WORK/queue_memory.oha.log" 2>&1 &
 OHA_PID=$!
-trap 'kill -KILL "$OHA_PID" 2>/dev/null || true; serve_cleanup' EXIT
+trap 'pkill -KILL -P "$OHA_PID" 2>/dev/null; kill -KILL "$OHA_PID" 2>/dev/null || true; serve_cleanup' EXIT
 
 START=$(date +%s.%N)
 DEPTH=0
@@ -79,6 +79,9 @@ DEPTH=$(queue_depth)
 RSS_FULL=$(proc_rss_mb "$SERVE_PID")
 HWM=$(awk '/^VmHWM:/{printf "%.1f\n", $2/1024}' "/proc/$SERVE_PID/status")
 CPU=$(proc_cpu "$SERVE_PID")
+# OHA_PID is `timeout`'s: kill oha itself first (SIGKILL to timeout would
+# leave it running, its connections open).
+pkill -KILL -P "$OHA_PID" 2>/dev/null || true
 kill -KILL "$OHA_PID" 2>/dev/null || true
 wait "$OHA_PID" 2>/dev/null || true
 # Once the clients are gone, does the memory come back?

@@ -276,14 +276,19 @@ impl Shared {
         let mut retry = RetryState::default();
         let mut attempts = 0u32;
         let mut failure: Option<TransportError> = None;
+        // The last upstream answer, kept while a retry waits: if the wait
+        // runs out, the client gets it rather than a refusal of the gateway's.
+        let mut last: Option<(http::response::Parts, Bytes)> = None;
         loop {
             // Refused at once when the expected wait is already too long:
             // better a 429 with an honest retry-after now than later.
             let expected = self.queue.expected_wait(options.priority);
             if Instant::now() + expected > deadline {
-                return Err(PaceError::WaitTooLong {
-                    max_wait,
-                    retry_after: expected,
+                return self.give_up(&parts, started, attempts, last, failure, || {
+                    PaceError::WaitTooLong {
+                        max_wait,
+                        retry_after: expected,
+                    }
                 });
             }
             let mut admission =
@@ -293,10 +298,13 @@ impl Shared {
                         return Err(PaceError::QueueFull { retry_after })
                     }
                     Err(_) => {
-                        return Err(PaceError::WaitTooLong {
-                            max_wait,
-                            retry_after: self.queue.expected_wait(options.priority),
-                        })
+                        let retry_after = self.queue.expected_wait(options.priority);
+                        return self.give_up(&parts, started, attempts, last, failure, || {
+                            PaceError::WaitTooLong {
+                                max_wait,
+                                retry_after,
+                            }
+                        });
                     }
                 };
             attempts += 1;
@@ -437,32 +445,63 @@ impl Shared {
                     if let (Some(m), Verdict::Retry(reason)) = (&self.metrics, &outcome.verdict) {
                         m.retry(reason);
                     }
+                    last = answer;
                     sleep_until(at).await;
                 }
                 _ => {
-                    return match answer {
-                        Some((head, bytes)) => {
-                            if let Some(hook) = parts.extensions.get::<OnFinished>() {
-                                (hook.0)(&Finished {
-                                    status: head.status.as_u16(),
-                                    ending: super::Ending::Complete,
-                                    usage: None,
-                                    latency: Instant::now().saturating_duration_since(started),
-                                    attempts,
-                                });
-                            }
-                            Ok(Response::from_parts(head, PacedBody::full(bytes)))
-                        }
-                        None => Err(PaceError::Upstream {
-                            error: failure.take().unwrap_or_else(|| {
-                                TransportError::Other("the upstream failed".into())
-                            }),
+                    let last = answer.or(last);
+                    return self.give_up(&parts, started, attempts, last, failure, || {
+                        PaceError::Upstream {
+                            error: TransportError::Other("the upstream failed".into()),
                             attempts,
-                        }),
-                    };
+                        }
+                    });
                 }
             }
         }
+    }
+}
+
+impl Shared {
+    /// The end of a request that got no answer worth passing on as it came:
+    /// the last upstream answer if there is one; else the last failure
+    /// without an answer; else the gateway's own refusal.
+    fn give_up<B>(
+        &self,
+        parts: &http::request::Parts,
+        started: Instant,
+        attempts: u32,
+        last: Option<(http::response::Parts, Bytes)>,
+        failure: Option<TransportError>,
+        refusal: impl FnOnce() -> PaceError,
+    ) -> Result<Response<PacedBody<B>>, PaceError> {
+        if let Some((head, bytes)) = last {
+            if let Some(hook) = parts.extensions.get::<OnFinished>() {
+                (hook.0)(&Finished {
+                    status: head.status.as_u16(),
+                    ending: super::Ending::Complete,
+                    usage: None,
+                    latency: Instant::now().saturating_duration_since(started),
+                    attempts,
+                });
+            }
+            return Ok(Response::from_parts(head, PacedBody::full(bytes)));
+        }
+        if let Some(error) = failure {
+            return Err(PaceError::Upstream { error, attempts });
+        }
+        if attempts > 0 || self.queue.pacer().circuit_open() {
+            // Waiting on an upstream that keeps failing, not on the pace.
+            return Err(PaceError::Upstream {
+                error: TransportError::Other(
+                    "the upstream has been failing (server errors, timeouts); it is being \
+                     probed until it recovers"
+                        .into(),
+                ),
+                attempts,
+            });
+        }
+        Err(refusal())
     }
 }
 

@@ -257,8 +257,8 @@ pub struct ServeArgs {
     /// Longest a request may wait for its turn, retries included (a client may set its own with x-pacer-max-wait: SECONDS).
     #[arg(long, default_value = "10m", value_parser = checks::duration, allow_hyphen_values = true)]
     pub max_wait: Duration,
-    /// Most requests waiting; one more gets 429 with the expected wait.
-    #[arg(long, default_value_t = 100_000, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
+    /// Most requests waiting; one more gets 429 with the expected wait (each waiting client costs the gateway ~40 KB).
+    #[arg(long, default_value_t = 10_000, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
     pub max_queue: usize,
     /// The gateway's budget in USD: past it, requests get 429 insufficient_quota.
     #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]

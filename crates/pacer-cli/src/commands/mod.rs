@@ -103,3 +103,33 @@ fn default_base_url(anthropic: bool) -> &'static str {
         "https://api.openai.com/v1"
     }
 }
+
+/// On the first Ctrl-C or SIGTERM: print `stopping` and cancel `token` (the
+/// command winds down and saves). On a second Ctrl-C: print `quitting` and
+/// exit 2 at once.
+fn on_stop_signal(
+    token: pacer::engine::CancellationToken,
+    stopping: &'static str,
+    quitting: &'static str,
+) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        match term.as_mut() {
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = t.recv() => {},
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!("{stopping}");
+        token.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("{quitting}");
+        std::process::exit(i32::from(crate::exit::STOPPED));
+    });
+}

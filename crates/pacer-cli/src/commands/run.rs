@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{default_base_url, endpoint, prices, source_options, Endpoint};
 use crate::args::{ProviderArg, RunArgs};
 use crate::progress::Reporter;
-use crate::{exit, Outcome};
+use crate::Outcome;
 use pacer::engine::{Limits, RunConfig};
 use pacer::retry::RetryPolicy;
 use pacer::transport::{ApiKey, TransportConfig};
@@ -76,7 +76,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
 
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    // First Ctrl-C (or SIGTERM): stop admitting, let in-flight work finish,
+    // save. Second: leave at once (the state is safe either way).
+    super::on_stop_signal(
+        cancel.clone(),
+        "\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)",
+        "pacer: quitting at once; rerun the same command to resume",
+    );
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter::spawn(rx, args.progress);
     let result = pacer::engine::run(cfg, Some(tx), cancel).await;
@@ -139,29 +145,4 @@ fn demo_mock_config() -> pacer_mock::MockConfig {
         latency_tail: true,
         ..pacer_mock::MockConfig::default()
     }
-}
-
-/// First Ctrl-C (or SIGTERM): stop admitting, let in-flight work finish, save.
-/// Second: leave at once (the state is safe either way).
-fn spawn_signal_handler(cancel: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        match term.as_mut() {
-            Some(t) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = t.recv() => {},
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-        eprintln!("\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)");
-        cancel.cancel();
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("pacer: quitting at once; rerun the same command to resume");
-        std::process::exit(exit::STOPPED as i32);
-    });
 }

@@ -69,7 +69,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     // The first line on stdout, for scripts and tests, as `pacer mock` does.
     println!("listening on http://{addr}");
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
+    super::on_stop_signal(
+        shutdown.clone(),
+        "pacer: stopping: no new requests; answering those already taken",
+        "pacer: quitting at once",
+    );
     gateway.serve(listener, shutdown).await?;
     eprintln!("pacer: the gateway stopped; every request it had taken was answered");
     Ok(Outcome::Done)
@@ -103,29 +107,4 @@ fn upstream(
         max_response_bytes: args.max_response_bytes,
         ..TransportConfig::default()
     })
-}
-
-/// SIGTERM or Ctrl-C: stop accepting, answer everything already taken.
-/// A second one leaves at once.
-fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        match term.as_mut() {
-            Some(t) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {},
-                    _ = t.recv() => {},
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-        eprintln!("pacer: stopping: no new requests; answering those already taken");
-        shutdown.cancel();
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("pacer: quitting at once");
-        std::process::exit(i32::from(crate::exit::STOPPED));
-    });
 }

@@ -255,33 +255,30 @@ impl Transport {
             None => self.client.request(method, self.endpoint(path_and_query)),
         };
         let req = req.headers(all).body(body);
-        let fut = async {
-            let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
-            let status = resp.status().as_u16();
-            if (300..400).contains(&status) {
-                return Err(TransportError::Redirect {
-                    status,
-                    location: redirect_target(&resp),
-                });
-            }
-            let limit = self.config.max_response_bytes;
-            if resp.content_length().is_some_and(|n| n > limit) {
-                return Err(TransportError::TooLarge { limit });
-            }
-            Ok(resp)
-        };
-        tokio::time::timeout(self.config.timeout, fut)
+        tokio::time::timeout(self.config.timeout, self.head(req))
             .await
             .map_err(|_| TransportError::Timeout(self.config.timeout))?
     }
 
-    /// Maps an error met while reading a forwarded answer's body.
-    pub fn body_error(&self, e: reqwest::Error) -> TransportError {
-        if e.is_body() || e.is_decode() {
-            TransportError::StreamCut
-        } else {
-            self.map_reqwest(e)
+    /// Sends a request and takes its answer's head: a redirect is refused
+    /// (never followed), and so is a body announced past the size limit.
+    async fn head(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, TransportError> {
+        let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
+        let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            return Err(TransportError::Redirect {
+                status,
+                location: redirect_target(&resp),
+            });
         }
+        let limit = self.config.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(TransportError::TooLarge { limit });
+        }
+        Ok(resp)
     }
 
     /// One request and its whole answer (a stream reassembled), within the
@@ -292,19 +289,9 @@ impl Transport {
         stream_kind: Option<StreamKind>,
     ) -> Result<Answer, TransportError> {
         let fut = async {
-            let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
+            let resp = self.head(req).await?;
             let status = resp.status().as_u16();
-            if (300..400).contains(&status) {
-                return Err(TransportError::Redirect {
-                    status,
-                    location: redirect_target(&resp),
-                });
-            }
             let headers = resp.headers().clone();
-            let limit = self.config.max_response_bytes;
-            if resp.content_length().is_some_and(|n| n > limit) {
-                return Err(TransportError::TooLarge { limit });
-            }
             let body = match stream_kind {
                 Some(kind) if (200..300).contains(&status) => self.read_stream(resp, kind).await?,
                 _ => self.read_body(resp).await?,

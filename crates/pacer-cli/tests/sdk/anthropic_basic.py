@@ -18,31 +18,18 @@ $PACER_API_KEY, then $ANTHROPIC_API_KEY, then `sk-mock-key`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import traceback
 from typing import Any, Callable
 
 import anthropic
+from sdk_common import add_endpoint_args, extra_headers, run_calls
 
 MODEL = "claude-haiku-4-5"
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--base-url",
-        default=os.environ.get("PACER_ANTHROPIC_BASE_URL")
-        or os.environ.get("ANTHROPIC_BASE_URL"),
-        help="Anthropic-style base URL, e.g. http://127.0.0.1:8787",
-    )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("PACER_API_KEY")
-        or os.environ.get("ANTHROPIC_API_KEY")
-        or "sk-mock-key",
-    )
+    add_endpoint_args(p, ['PACER_ANTHROPIC_BASE_URL', 'ANTHROPIC_BASE_URL'], ['PACER_API_KEY', 'ANTHROPIC_API_KEY'], "http://127.0.0.1:8787")
     p.add_argument(
         "--header",
         action="append",
@@ -143,48 +130,21 @@ def stream_raw(client: anthropic.Anthropic) -> dict[str, Any]:
     }
 
 
-def error_of(e: BaseException) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type(e).__name__, "message": str(e)[:500]}
-    if isinstance(e, anthropic.APIStatusError):
-        out["status"] = e.status_code
-        out["headers"] = {k.lower(): v for k, v in e.response.headers.items()}
-    else:
-        out["traceback"] = traceback.format_exc(limit=3)[-1500:]
-    return out
-
-
 def main() -> int:
     args = parse_args()
-    extra = {}
-    for h in args.header:
-        name, sep, value = h.partition(":")
-        if not sep:
-            print(f"--header wants NAME:VALUE, got {h!r}", file=sys.stderr)
-            return 2
-        extra[name.strip()] = value.strip()
     client = anthropic.Anthropic(
         base_url=args.base_url,
         api_key=args.api_key,
         max_retries=0,
         timeout=args.timeout,
-        default_headers=extra or None,
+        default_headers=extra_headers(args.header),
     )
     calls: list[tuple[str, Callable[[anthropic.Anthropic], dict[str, Any]]]] = [
         ("create", create),
         ("stream", stream_helper),
         ("stream_raw", stream_raw),
     ]
-    results: dict[str, Any] = {"sdk": f"anthropic {anthropic.__version__}"}
-    errors: dict[str, Any] = {}
-    for name, call in calls:
-        try:
-            results[name] = call(client)
-        except Exception as e:  # every failure is reported, none is fatal to the others
-            errors[name] = error_of(e)
-    if errors:
-        results["errors"] = errors
-    print(json.dumps(results, sort_keys=True))
-    return 1 if errors else 0
+    return run_calls(client, calls, f"anthropic {anthropic.__version__}", anthropic.APIStatusError)
 
 
 if __name__ == "__main__":

@@ -18,30 +18,18 @@ $PACER_API_KEY, then $OPENAI_API_KEY, then `sk-mock-key`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import traceback
 from typing import Any, Callable
 
 import openai
+from sdk_common import add_endpoint_args, extra_headers, run_calls
 
 MODEL = "gpt-4o-mini"
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--base-url",
-        default=os.environ.get("PACER_BASE_URL") or os.environ.get("OPENAI_BASE_URL"),
-        help="OpenAI-style base URL, e.g. http://127.0.0.1:8787/v1",
-    )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("PACER_API_KEY")
-        or os.environ.get("OPENAI_API_KEY")
-        or "sk-mock-key",
-    )
+    add_endpoint_args(p, ['PACER_BASE_URL', 'OPENAI_BASE_URL'], ['PACER_API_KEY', 'OPENAI_API_KEY'], "http://127.0.0.1:8787/v1")
     p.add_argument(
         "--header",
         action="append",
@@ -189,31 +177,14 @@ def models(client: openai.OpenAI) -> dict[str, Any]:
     }
 
 
-def error_of(e: BaseException) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": type(e).__name__, "message": str(e)[:500]}
-    if isinstance(e, openai.APIStatusError):
-        out["status"] = e.status_code
-        out["headers"] = {k.lower(): v for k, v in e.response.headers.items()}
-    else:
-        out["traceback"] = traceback.format_exc(limit=3)[-1500:]
-    return out
-
-
 def main() -> int:
     args = parse_args()
-    extra = {}
-    for h in args.header:
-        name, sep, value = h.partition(":")
-        if not sep:
-            print(f"--header wants NAME:VALUE, got {h!r}", file=sys.stderr)
-            return 2
-        extra[name.strip()] = value.strip()
     client = openai.OpenAI(
         base_url=args.base_url,
         api_key=args.api_key,
         max_retries=0,
         timeout=args.timeout,
-        default_headers=extra or None,
+        default_headers=extra_headers(args.header),
     )
     calls: list[tuple[str, Callable[[openai.OpenAI], dict[str, Any]]]] = [
         ("chat", chat),
@@ -222,17 +193,7 @@ def main() -> int:
         ("embeddings", embeddings),
         ("models", models),
     ]
-    results: dict[str, Any] = {"sdk": f"openai {openai.__version__}"}
-    errors: dict[str, Any] = {}
-    for name, call in calls:
-        try:
-            results[name] = call(client)
-        except Exception as e:  # every failure is reported, none is fatal to the others
-            errors[name] = error_of(e)
-    if errors:
-        results["errors"] = errors
-    print(json.dumps(results, sort_keys=True))
-    return 1 if errors else 0
+    return run_calls(client, calls, f"openai {openai.__version__}", openai.APIStatusError)
 
 
 if __name__ == "__main__":

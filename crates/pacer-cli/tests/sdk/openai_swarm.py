@@ -31,29 +31,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
 
 import httpx2
 import openai
+from sdk_common import add_endpoint_args
 
 MODEL = "gpt-4o-mini"
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--base-url",
-        default=os.environ.get("PACER_BASE_URL") or os.environ.get("OPENAI_BASE_URL"),
-    )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get("PACER_API_KEY")
-        or os.environ.get("OPENAI_API_KEY")
-        or "sk-mock-key",
-    )
+    add_endpoint_args(p, ["PACER_BASE_URL", "OPENAI_BASE_URL"], ["PACER_API_KEY", "OPENAI_API_KEY"], "http://127.0.0.1:8787/v1")
     p.add_argument("--clients", type=int, default=200, help="concurrent clients (200)")
     p.add_argument("--requests", type=int, default=1000, help="requests in all (1000)")
     p.add_argument(

@@ -36,21 +36,30 @@ fn assert_no_key_in(what: &str, text: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_chat_stream_tools_embeddings_through_the_gateway() {
+/// Runs an SDK script (which must succeed) through a gateway in front of a
+/// fresh simulator; the gateway logs at debug, the most talkative level a
+/// user would turn on, so that the key can be looked for in all of it.
+async fn sdk_through_gateway(script: &str, anthropic: bool) -> (Env, Gateway, SdkRun) {
     let env = Env::new(gateway_mock(MockConfig::default())).await;
-    // The most talkative log a user would turn on: the key must not be in it either.
     let gw = Gateway::start_with(&env, &[], |c| {
         c.env("PACER_LOG", "debug");
     })
     .await;
+    // Anthropic's SDK takes the root; OpenAI's the /v1 base.
+    let base = if anthropic { gw.url() } else { gw.base_url() };
     let run = run_sdk(
-        "openai_basic.py",
-        &["--base-url", &gw.base_url(), "--api-key", CLIENT_KEY],
+        script,
+        &["--base-url", &base, "--api-key", CLIENT_KEY],
         Duration::from_secs(120),
     )
     .await;
     run.assert_ok();
+    (env, gw, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_chat_stream_tools_embeddings_through_the_gateway() {
+    let (env, gw, run) = sdk_through_gateway("openai_basic.py", false).await;
     let r = &run.json;
     for call in ["chat", "stream", "tools", "embeddings", "models"] {
         assert_eq!(r[call]["status"], 200, "{call}: {r}");
@@ -109,18 +118,7 @@ async fn sdk_chat_stream_tools_embeddings_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_sdk_through_the_gateway() {
-    let env = Env::new(gateway_mock(MockConfig::default())).await;
-    let gw = Gateway::start_with(&env, &[], |c| {
-        c.env("PACER_LOG", "debug");
-    })
-    .await;
-    let run = run_sdk(
-        "anthropic_basic.py",
-        &["--base-url", &gw.url(), "--api-key", CLIENT_KEY],
-        Duration::from_secs(120),
-    )
-    .await;
-    run.assert_ok();
+    let (env, gw, run) = sdk_through_gateway("anthropic_basic.py", true).await;
     let r = &run.json;
     for call in ["create", "stream", "stream_raw"] {
         assert_eq!(r[call]["status"], 200, "{call}: {r}");

@@ -103,6 +103,17 @@ impl Budget {
         Ok(Reservation { amount: needed })
     }
 
+    /// Reserve `usd` that is committed already and cannot be refused: a
+    /// provider batch submitted by an earlier run, still running. It may
+    /// take the budget past its cap (the cap was lowered since); nothing
+    /// more is admitted until it settles.
+    pub fn reserve_committed(&mut self, usd: f64) -> Reservation {
+        let amount = if usd.is_finite() { usd.max(0.0) } else { 0.0 };
+        self.reserved += amount;
+        self.outstanding += 1;
+        Reservation { amount }
+    }
+
     /// The request was answered and cost `actual_usd`.
     pub fn settle(&mut self, r: Reservation, actual_usd: f64) {
         self.give_back(r);

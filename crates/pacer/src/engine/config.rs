@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::batch::Via;
 use crate::cost::PriceTable;
 use crate::input::SourceOptions;
 pub use crate::limit::Limits;
@@ -28,6 +29,8 @@ pub struct RunConfig {
     pub grace: Duration,
     /// Check the key (`GET /v1/models`) before the first request.
     pub verify: bool,
+    /// One request at a time (live), or through the providers' batch APIs.
+    pub via: Via,
 }
 
 impl RunConfig {
@@ -47,6 +50,7 @@ impl RunConfig {
             prices: PriceTable::builtin(),
             grace: Duration::from_secs(5),
             verify: true,
+            via: Via::Live,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! `pacer run`: send a batch, paced, retried and resumable.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{default_base_url, endpoint, prices, source_options, Endpoint};
-use crate::args::{ProviderArg, RunArgs};
+use super::{default_base_url, endpoint, prices, source_options, Endpoint, UsageError};
+use crate::args::{ProviderArg, RunArgs, ViaArg};
 use crate::progress::Reporter;
 use crate::{exit, Outcome};
-use pacer::engine::{Limits, RunConfig};
+use pacer::engine::{BatchOptions, Limits, RunConfig, Via};
 use pacer::retry::RetryPolicy;
 use pacer::transport::{ApiKey, TransportConfig};
 
@@ -37,6 +38,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     cfg.max_cost = args.max_cost;
     cfg.verify = !args.no_verify;
     cfg.max_retry_time = args.max_retry_time;
+    if args.via == ViaArg::Live {
+        for (set, flag) in [
+            (args.poll_interval.is_some(), "--poll-interval"),
+            (args.batch_max_lines.is_some(), "--batch-max-lines"),
+        ] {
+            if set {
+                return Err(UsageError(format!("{flag} applies to --via batch only")).into());
+            }
+        }
+    } else if args.stream {
+        return Err(UsageError(
+            "--stream applies to --via live only: batch APIs do not stream".into(),
+        )
+        .into());
+    }
 
     let anthropic = args.input_args.provider == Some(ProviderArg::Anthropic);
     let Endpoint {
@@ -65,6 +81,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             key,
         )
     };
+    if args.via == ViaArg::Batch {
+        cfg.via = Via::Batch(BatchOptions {
+            // The simulator finishes batches in seconds, a provider in hours.
+            poll_interval: args.poll_interval.unwrap_or(if simulate {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(30)
+            }),
+            max_lines: args.batch_max_lines,
+            fresh_provider: simulate,
+        });
+    }
     cfg.transport = TransportConfig {
         base_url,
         api_key: key.map(|k| ApiKey::from_env(&key_env, k)),
@@ -76,7 +104,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
 
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    spawn_signal_handler(cancel.clone(), args.via == ViaArg::Batch);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter::spawn(rx, args.progress);
     let result = pacer::engine::run(cfg, Some(tx), cancel).await;
@@ -94,6 +122,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(reason) = &report.stop {
         eprintln!("pacer: stopped: {reason}");
+    }
+    if report.open_batches > 0 && outcome == Outcome::Stopped {
+        let n = report.open_batches;
+        let (noun, verb) = if n == 1 {
+            ("batch", "keeps")
+        } else {
+            ("batches", "keep")
+        };
+        if simulate {
+            eprintln!("pacer: {n} {noun} of the built-in simulator end with this run; rerunning the same command sends their requests again");
+        } else {
+            eprintln!("pacer: {n} {noun} {verb} running at the provider: rerunning the same command picks them up (or `pacer cancel` cancels them)");
+        }
     }
     Ok(outcome)
 }
@@ -143,7 +184,7 @@ fn demo_mock_config() -> pacer_mock::MockConfig {
 
 /// First Ctrl-C (or SIGTERM): stop admitting, let in-flight work finish, save.
 /// Second: leave at once (the state is safe either way).
-fn spawn_signal_handler(cancel: CancellationToken) {
+fn spawn_signal_handler(cancel: CancellationToken, batch: bool) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -158,7 +199,11 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-        eprintln!("\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)");
+        if batch {
+            eprintln!("\npacer: stopping: saving; submitted batches keep running at the provider (Ctrl-C again to quit at once; the state is safe either way)");
+        } else {
+            eprintln!("\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)");
+        }
         cancel.cancel();
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("pacer: quitting at once; rerun the same command to resume");

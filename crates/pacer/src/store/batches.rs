@@ -149,6 +149,13 @@ impl BatchRow {
     }
 }
 
+/// Unix ms as a time for people: `2026-12-01 17:16:13 UTC`.
+pub fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
 /// A new batch, as planned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewBatch {

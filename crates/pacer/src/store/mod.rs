@@ -37,7 +37,8 @@ mod lock;
 mod writer;
 
 pub use batches::{
-    BatchApi, BatchCandidate, BatchCommand, BatchMember, BatchRow, BatchState, NewBatch,
+    format_time, BatchApi, BatchCandidate, BatchCommand, BatchMember, BatchRow, BatchState,
+    NewBatch,
 };
 pub use error::StoreError;
 pub use job_store::{

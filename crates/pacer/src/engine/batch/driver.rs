@@ -217,6 +217,18 @@ impl Driver {
         self.next_id = next_id;
         let now = Instant::now();
         for row in rows.into_iter().filter(|r| r.state.is_open()) {
+            if self.options.fresh_provider && row.maybe_at_provider() {
+                // Its provider is gone: its requests go again.
+                self.batch_cmd(BatchCommand::Close {
+                    id: row.id,
+                    state: BatchState::Failed,
+                    error: Some(
+                        "its provider (the built-in simulator of an earlier run) is gone".into(),
+                    ),
+                    at: wall_ms(),
+                })?;
+                continue;
+            }
             let reservation = self
                 .budget
                 .as_mut()
@@ -232,7 +244,7 @@ impl Driver {
                 },
             );
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Takes the next step that is due: a batch to upload, create or

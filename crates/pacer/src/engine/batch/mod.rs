@@ -84,6 +84,10 @@ pub struct BatchOptions {
     /// At most this many requests a batch (below the provider's own limit);
     /// for tests and rehearsals.
     pub max_lines: Option<usize>,
+    /// The provider was started for this run (the built-in simulator): no
+    /// batch an earlier run sent can be there, so their requests are sent
+    /// again instead of looked for.
+    pub fresh_provider: bool,
 }
 
 impl Default for BatchOptions {
@@ -91,6 +95,7 @@ impl Default for BatchOptions {
         BatchOptions {
             poll_interval: Duration::from_secs(30),
             max_lines: None,
+            fresh_provider: false,
         }
     }
 }

@@ -65,9 +65,12 @@ pub struct Stats {
     /// Completion tokens in the usage of successfully processed batch lines.
     pub batch_completion_tokens: u64,
     /// Batches (of either provider) that passed validation although an
-    /// earlier batch that passed validation had the same input: the same
-    /// input file content (blake3 of its bytes) or the same set of Anthropic
-    /// requests (custom_id and params, in any order). Work submitted twice.
+    /// earlier batch with the same input had passed validation and was still
+    /// unfinished, or had answered at least one line successfully: work
+    /// submitted twice. The same input is the same input file content
+    /// (blake3 of its bytes) or the same set of Anthropic requests
+    /// (custom_id and params, in any order). Resubmitting a batch whose every
+    /// line failed, expired or was cancelled is a retry and is not counted.
     pub duplicate_batch_inputs: u64,
     /// Batch lines answered 200 whose request (url and body) had already
     /// been answered 200 in a batch line: work done twice across batches.

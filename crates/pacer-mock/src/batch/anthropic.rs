@@ -98,9 +98,11 @@ impl BatchStore {
             let custom_id = match r.get("custom_id") {
                 None => return Err(format!("requests.{i}.custom_id: Field required")),
                 Some(Value::String(c)) if valid_custom_id(c) => c.as_str(),
-                Some(_) => return Err(format!(
+                Some(_) => {
+                    return Err(format!(
                     "requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
-                )),
+                ))
+                }
             };
             let params = match r.get("params") {
                 None => return Err(format!("requests.{i}.params: Field required")),
@@ -233,7 +235,7 @@ pub(super) async fn create(
         let mut g = store.lock();
         let now = Instant::now();
         store.advance(&mut g, now);
-        BatchStore::note_input(&mut g, prepared.input);
+        BatchStore::note_input(&mut g, prepared.input, &id, now);
         let lines = store.admit_lines(&mut g, prepared.lines, |p| {
             errored(&p.custom_id, "api_error", "Internal server error")
         });

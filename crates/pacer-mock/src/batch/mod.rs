@@ -370,8 +370,8 @@ struct Inner {
     files: HashMap<String, StoredFile>,
     batches: HashMap<String, openai::Batch>,
     message_batches: HashMap<String, anthropic::MessageBatch>,
-    /// Input fingerprints of batches that passed validation.
-    inputs: HashMap<u128, u32>,
+    /// Input fingerprints of batches that passed validation, and their ids.
+    inputs: HashMap<u128, Vec<String>>,
     /// Times each line (url and body) was submitted in a valid batch.
     occurrences: HashMap<u128, u32>,
     /// Times each line was answered 200.
@@ -591,11 +591,24 @@ impl BatchStore {
             .collect()
     }
 
-    /// Records a valid batch's input fingerprint; counts it if seen before.
-    fn note_input(inner: &mut Inner, input: u128) {
-        let seen = inner.inputs.entry(input).or_default();
-        *seen += 1;
-        if *seen > 1 {
+    /// Records the input fingerprint of valid batch `id`, created at `now`,
+    /// and counts it as a duplicate when an earlier valid batch with the
+    /// same input is unfinished or answered some line successfully: that
+    /// work is submitted twice. (Resubmitting a batch whose every line
+    /// failed, expired or was cancelled is a retry, not a duplicate.)
+    fn note_input(inner: &mut Inner, input: u128, id: &str, now: Instant) {
+        let earlier = inner.inputs.entry(input).or_default();
+        let duplicate = earlier.iter().any(|other| {
+            let core = inner
+                .batches
+                .get(other)
+                .map(|b| &b.core)
+                .or_else(|| inner.message_batches.get(other).map(|b| &b.core));
+            // A deleted batch had ended; assume it did its work.
+            core.is_none_or(|c| !c.timeline.stage(now).0.terminal() || c.ok > 0)
+        });
+        earlier.push(id.to_string());
+        if duplicate {
             inner.counters.duplicate_batch_inputs += 1;
         }
     }

@@ -836,7 +836,7 @@ pub(super) async fn create(
             }
         }
         let lines = if errors.is_empty() {
-            BatchStore::note_input(&mut g, prepared.input);
+            BatchStore::note_input(&mut g, prepared.input, &id, now);
             store.admit_lines(&mut g, prepared.lines, |p| {
                 let (line_id, request_id) = line_ids(&id, p.index);
                 error_line(

@@ -28,6 +28,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod config;
 mod error;
 mod error_body;

@@ -153,7 +153,7 @@ impl BatchLines {
                     String::new()
                 };
                 Some(format!(
-                    "batch {batch} ended ({status}): {succeeded} succeeded, {failed} failed{again}"
+                    "batch {batch} results written ({status}): {succeeded} succeeded, {failed} failed{again}"
                 ))
             }
             Event::BatchDeferred {

@@ -51,6 +51,22 @@ const OVERSIZE_PREFIX: usize = 4096;
 /// Unreadable result lines reported one by one before they are only counted.
 const WARN_LINES: u64 = 5;
 
+/// Debug builds only: `PACER_TEST_BATCH_PAUSE=POINT` holds the driver at
+/// `POINT` (`planned`, `uploaded`, `created`, `ended`, `collecting`) for an
+/// hour, so the e2e tests can kill it exactly there (`uploaded` and
+/// `created` are the moments between the provider's answer and the commit
+/// of the id it gave).
+async fn test_pause(point: &str) {
+    if pausing_at(point) {
+        tracing::warn!("PACER_TEST_BATCH_PAUSE: holding at {point}");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+fn pausing_at(point: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var("PACER_TEST_BATCH_PAUSE").as_deref() == Ok(point)
+}
+
 /// Unix ms now: the times the state records.
 fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -576,6 +592,7 @@ impl Driver {
                     seen: None,
                 },
             );
+            test_pause("planned").await;
             return Ok(true);
         }
         Ok(false)
@@ -607,6 +624,7 @@ impl Driver {
         let Some(file_id) = self.call(&what, || self.api.upload(&path, &name)).await? else {
             return Ok(());
         };
+        test_pause("uploaded").await;
         self.batch_cmd(BatchCommand::Uploaded {
             id,
             file_id: file_id.clone(),
@@ -662,6 +680,7 @@ impl Driver {
             let error = match result {
                 Ok(remote) => {
                     self.reached.store(true, Ordering::Relaxed);
+                    test_pause("created").await;
                     return self.submitted(id, remote, &body).await;
                 }
                 Err(e) => e,
@@ -840,6 +859,7 @@ impl Driver {
                     o.row.error_file_id = remote.error_file_id;
                     o.row.results_url = remote.results_url;
                 }
+                test_pause("ended").await;
                 self.collect(id).await
             }
         }
@@ -1041,6 +1061,11 @@ impl Driver {
                         }
                     }
                 }
+            }
+            if pausing_at("collecting") && got.succeeded > 0 {
+                // What was written so far is durable; the rest is not.
+                self.flush().await?;
+                test_pause("collecting").await;
             }
         }
         if got.unreadable > 0 {

@@ -33,7 +33,7 @@ pub(crate) enum CallError {
     /// No (complete) answer.
     Transport(TransportError),
     /// A non-2xx answer.
-    Http(Answer),
+    Http(Box<Answer>),
     /// A 2xx answer pacer cannot read (the provider's shape changed, or
     /// something else answered).
     Unreadable(String),
@@ -284,7 +284,7 @@ impl Api {
             .await
             .map_err(CallError::Transport)?;
         if !(200..300).contains(&answer.status) {
-            return Err(CallError::Http(answer));
+            return Err(CallError::Http(Box::new(answer)));
         }
         serde_json::from_slice(&answer.body)
             .map_err(|e| CallError::Unreadable(format!("the answer is not JSON ({e})")))

@@ -53,6 +53,7 @@
 
 mod api;
 mod cancel;
+mod collect;
 mod driver;
 mod files;
 mod lines;

@@ -90,9 +90,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 Duration::from_secs(30)
             }),
             max_lines: args.batch_max_lines,
-            fresh_provider: simulate,
         });
     }
+    cfg.fresh_provider = simulate;
     cfg.transport = TransportConfig {
         base_url,
         api_key: key.map(|k| ApiKey::from_env(&key_env, k)),

@@ -31,6 +31,10 @@ pub struct RunConfig {
     pub verify: bool,
     /// One request at a time (live), or through the providers' batch APIs.
     pub via: Via,
+    /// The provider was started for this run (the built-in simulator):
+    /// nothing an earlier run sent can be there, so batches recorded as
+    /// sent are forgotten and their requests sent again.
+    pub fresh_provider: bool,
 }
 
 impl RunConfig {
@@ -51,6 +55,7 @@ impl RunConfig {
             grace: Duration::from_secs(5),
             verify: true,
             via: Via::Live,
+            fresh_provider: false,
         }
     }
 }

@@ -55,6 +55,9 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         })?;
     }
     let lock = JobLock::acquire(&cfg.state, chrono::Utc::now())?;
+    if cfg.restart && cfg.state.exists() && !cfg.fresh_provider {
+        refuse_restart_over_running_batches(cfg)?;
+    }
     if cfg.restart {
         remove_state(&cfg.state)?;
         remove_if_exists(&cfg.output)?;
@@ -109,6 +112,12 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         }
     }
     let recovery = store.recover(&cfg.output)?;
+    if cfg.fresh_provider {
+        store.abandon_open_batches(
+            "its provider (the built-in simulator of an earlier run) is gone",
+            chrono::Utc::now().timestamp_millis(),
+        )?;
+    }
     let job_id = match &cfg.via {
         Via::Live => {
             check_live(&mut store, cfg)?;
@@ -127,6 +136,36 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         job_id,
         _lock: lock,
     })
+}
+
+/// `--restart` would forget batches still running at the provider, which
+/// would go on (and be billed) with nobody to collect them: refused until
+/// they are cancelled or over.
+fn refuse_restart_over_running_batches(cfg: &RunConfig) -> Result<(), EngineError> {
+    let store = JobStore::open(&cfg.state)?;
+    let running = store
+        .batches()?
+        .into_iter()
+        .filter(|b| b.state.is_open() && b.maybe_at_provider())
+        .filter(|b| {
+            !matches!(
+                b.status.as_deref(),
+                Some("cancelling" | "canceling" | "cancelled" | "canceled")
+            )
+        })
+        .count();
+    if running > 0 {
+        return Err(EngineError::Config(format!(
+            "--restart would forget {running} batch{} of the job still running at the provider \
+             (and billed): cancel {} first with `pacer cancel {}`, or let the same command \
+             without --restart collect {}",
+            if running == 1 { "" } else { "es" },
+            if running == 1 { "it" } else { "them" },
+            cfg.state.display(),
+            if running == 1 { "it" } else { "them" },
+        )));
+    }
+    Ok(())
 }
 
 /// A live run of a job that went through batches: batches never sent are

@@ -509,6 +509,32 @@ impl JobStore {
         Ok(n as u64)
     }
 
+    /// Every open batch is given up (`failed`, with `why`) and its
+    /// requests without a result go back to pending: for a provider that
+    /// cannot have them (a simulator started afresh). Returns how many.
+    pub fn abandon_open_batches(&mut self, why: &str, at: i64) -> Result<u64, StoreError> {
+        let path = self.path().to_path_buf();
+        let tx = self
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "UPDATE requests SET state = 0, batch = NULL WHERE state = 1 AND batch IN
+             (SELECT id FROM batches WHERE state IN ('planned', 'uploaded', 'submitted', 'ended'))",
+            [],
+        )
+        .map_err(|e| sql(&path, e))?;
+        let n = tx
+            .execute(
+                "UPDATE batches SET state = 'failed', error = ?1, updated_at = ?2
+                 WHERE state IN ('planned', 'uploaded', 'submitted', 'ended')",
+                params![why, at],
+            )
+            .map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(n as u64)
+    }
+
     /// Records a batch change directly, outside a run (`pacer cancel`,
     /// which holds the job's lock, so it is the only writer).
     pub fn apply_batch(&mut self, cmd: BatchCommand) -> Result<(), StoreError> {
@@ -529,5 +555,268 @@ impl JobStore {
         let id = make();
         self.set_meta("job_id", &id)?;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::RequestSpec;
+    use crate::tokens::TokenEstimate;
+
+    /// A job of chat requests r0..r{n} (every third at priority 1) and two
+    /// Anthropic ones, imported into a fresh state.
+    fn job(dir: &tempfile::TempDir, n: u64) -> JobStore {
+        let mut store = JobStore::open(&dir.path().join("s.db")).unwrap();
+        let spec = |i: u64, url: &str, model: &str| {
+            Ok::<_, std::convert::Infallible>(RequestSpec {
+                custom_id: format!("r{i}"),
+                method: "POST".into(),
+                url: url.into(),
+                body: format!("{{\"n\":{i}}}"),
+                priority: i64::from(i % 3 == 0),
+                estimate: TokenEstimate {
+                    prompt: 10,
+                    max_output: 5,
+                },
+                model: Some(model.into()),
+                line: i + 1,
+            })
+        };
+        let chats = (0..n).map(|i| spec(i, "/v1/chat/completions", "gpt-4o-mini"));
+        let claude = (n..n + 2).map(|i| spec(i, "/v1/messages", "claude-sonnet-4-5"));
+        store.import("fp", 0, chats.chain(claude)).unwrap().unwrap();
+        store
+    }
+
+    fn plan(store: &mut JobStore, id: i64, idxs: Vec<i64>) {
+        store
+            .apply_batch(BatchCommand::Plan {
+                batch: NewBatch {
+                    id,
+                    api: BatchApi::OpenAi,
+                    endpoint: "/v1/chat/completions".into(),
+                    model: Some("gpt-4o-mini".into()),
+                    est_tokens: 15 * idxs.len() as u64,
+                    worst_usd: Some(0.5),
+                    idxs,
+                },
+                at: 1_000,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn planning_reads_groups_and_candidates_in_scheduler_order_without_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = job(&dir, 6);
+        assert_eq!(
+            store.pending_groups().unwrap(),
+            vec![
+                (
+                    "/v1/chat/completions".to_string(),
+                    Some("gpt-4o-mini".to_string())
+                ),
+                (
+                    "/v1/messages".to_string(),
+                    Some("claude-sonnet-4-5".to_string())
+                ),
+            ]
+        );
+        let c = store
+            .batch_candidates("/v1/chat/completions", Some("gpt-4o-mini"), 4)
+            .unwrap();
+        // Priority first (0 and 3), then input order.
+        assert_eq!(
+            c.iter().map(|c| c.idx).collect::<Vec<_>>(),
+            vec![0, 3, 1, 2]
+        );
+        assert_eq!(c[0].body_len, "{\"n\":0}".len() as u64);
+        assert_eq!((c[0].est_prompt, c[0].est_output), (10, 5));
+        assert!(store
+            .batch_candidates("/v1/chat/completions", None, 4)
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.next_batch_id().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_planned_batch_holds_its_requests_in_flight_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = job(&dir, 6);
+        plan(&mut store, 1, vec![3, 0, 1]);
+        let b = store.batch(1).unwrap().unwrap();
+        assert_eq!(
+            (b.state, b.lines, b.est_tokens),
+            (BatchState::Planned, 3, 45)
+        );
+        assert!(!b.maybe_at_provider());
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.pending, counts.in_flight), (5, 3));
+        // Not pending any more: the next plan does not see them.
+        let c = store
+            .batch_candidates("/v1/chat/completions", Some("gpt-4o-mini"), 10)
+            .unwrap();
+        assert_eq!(c.iter().map(|c| c.idx).collect::<Vec<_>>(), vec![2, 4, 5]);
+        // The input file's order is idx order.
+        let mut seen = Vec::new();
+        store
+            .for_each_batch_body(1, |idx, body| {
+                seen.push((idx, body.to_string()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen[0], (0, "{\"n\":0}".to_string()));
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1, 3]);
+
+        for cmd in [
+            BatchCommand::Uploaded {
+                id: 1,
+                file_id: "file-1".into(),
+                at: 2_000,
+            },
+            BatchCommand::Creating { id: 1, at: 3_000 },
+            BatchCommand::Submitted {
+                id: 1,
+                batch_id: "batch_1".into(),
+                status: "validating".into(),
+                at: 4_000,
+            },
+            BatchCommand::Status {
+                id: 1,
+                status: "in_progress".into(),
+                at: 5_000,
+            },
+            BatchCommand::Ended {
+                id: 1,
+                status: "completed".into(),
+                output_file_id: Some("file-out".into()),
+                error_file_id: None,
+                results_url: None,
+                at: 6_000,
+            },
+        ] {
+            store.apply_batch(cmd).unwrap();
+        }
+        let b = store.batch(1).unwrap().unwrap();
+        assert_eq!(b.state, BatchState::Ended);
+        assert_eq!(
+            (
+                b.file_id.as_deref(),
+                b.creating_at,
+                b.batch_id.as_deref(),
+                b.status.as_deref()
+            ),
+            (
+                Some("file-1"),
+                Some(3_000),
+                Some("batch_1"),
+                Some("completed")
+            )
+        );
+        assert_eq!(b.output_file_id.as_deref(), Some("file-out"));
+        assert_eq!((b.created_at, b.updated_at), (1_000, 6_000));
+        // One written, one sent back by its line, one never mentioned.
+        let members = store.batch_members(1).unwrap();
+        assert_eq!(
+            members.iter().map(|m| m.idx).collect::<Vec<_>>(),
+            vec![0, 1, 3]
+        );
+        assert_eq!(
+            (members[0].custom_id.as_str(), members[0].attempts),
+            ("r0", 1)
+        );
+        store
+            .conn()
+            .execute("UPDATE requests SET state = 2 WHERE idx = 0", [])
+            .unwrap();
+        store
+            .apply_batch(BatchCommand::Unbatch {
+                idx: 1,
+                error: Some("batch_expired".into()),
+            })
+            .unwrap();
+        store
+            .apply_batch(BatchCommand::Close {
+                id: 1,
+                state: BatchState::Done,
+                error: None,
+                at: 7_000,
+            })
+            .unwrap();
+        assert!(store.batch_members(1).unwrap().is_empty());
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.done, counts.pending, counts.in_flight), (1, 7, 0));
+        let batch_of = |idx: i64| -> Option<i64> {
+            store
+                .conn()
+                .query_row("SELECT batch FROM requests WHERE idx = ?1", [idx], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        // The written request keeps its batch (it was priced at batch rates).
+        assert_eq!(
+            (batch_of(0), batch_of(1), batch_of(3)),
+            (Some(1), None, None)
+        );
+        assert_eq!(store.batch(1).unwrap().unwrap().state, BatchState::Done);
+    }
+
+    #[test]
+    fn recovery_resends_lost_live_sends_but_leaves_batches_to_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = job(&dir, 6);
+        plan(&mut store, 1, vec![0, 1]);
+        // A live send lost in a crash.
+        store
+            .conn()
+            .execute("UPDATE requests SET state = 1 WHERE idx = 2", [])
+            .unwrap();
+        let rec = store.recover(&dir.path().join("out.jsonl")).unwrap();
+        assert_eq!(rec.requeued, 1);
+        let counts = store.counts().unwrap();
+        assert_eq!((counts.in_flight, counts.resent), (2, 1));
+    }
+
+    #[test]
+    fn a_live_run_drops_unsent_batches_and_keeps_those_the_provider_may_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = job(&dir, 6);
+        plan(&mut store, 1, vec![0]);
+        plan(&mut store, 2, vec![1]);
+        store
+            .apply_batch(BatchCommand::Uploaded {
+                id: 2,
+                file_id: "file-2".into(),
+                at: 2,
+            })
+            .unwrap();
+        plan(&mut store, 3, vec![2]);
+        store
+            .apply_batch(BatchCommand::Creating { id: 3, at: 3 })
+            .unwrap();
+        assert_eq!(store.drop_unsent_batches().unwrap(), 2);
+        let left: Vec<i64> = store.batches().unwrap().iter().map(|b| b.id).collect();
+        assert_eq!(left, vec![3]);
+        assert!(store.batch(3).unwrap().unwrap().maybe_at_provider());
+        assert_eq!(store.counts().unwrap().in_flight, 1);
+        // A provider started afresh has none of them.
+        assert_eq!(store.abandon_open_batches("gone", 9).unwrap(), 1);
+        let b = store.batch(3).unwrap().unwrap();
+        assert_eq!(
+            (b.state, b.error.as_deref()),
+            (BatchState::Failed, Some("gone"))
+        );
+        assert_eq!(store.counts().unwrap().pending, 8);
+    }
+
+    #[test]
+    fn the_job_id_is_made_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = job(&dir, 1);
+        assert_eq!(store.job_id(|| "pj_1".into()).unwrap(), "pj_1");
+        assert_eq!(store.job_id(|| "pj_2".into()).unwrap(), "pj_1");
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
     }
 }

@@ -17,6 +17,7 @@ use super::collect::{fetch_lines, Collected, Sink, LINE_FRAME};
 use super::files;
 use super::plan::{self, BatchLimits};
 use super::recover::{self, Next};
+use super::schedule::{next_poll_interval, Hold};
 use super::BatchOptions;
 use crate::cost::{Budget, CostMeter, PriceTable, Reservation};
 use crate::engine::attempt::{Emitter, Stop};
@@ -37,13 +38,6 @@ use crate::transport::display_url;
 /// The most batches open at once: enough to keep a provider busy, few
 /// enough that polling them all stays cheap.
 const MAX_OPEN: usize = 64;
-/// The longest the poll interval grows to (unless `--poll-interval` is longer).
-const MAX_POLL: Duration = Duration::from_secs(300);
-/// How long a model held back by the enqueued-token limit waits for
-/// another of its batches to end before trying again anyway.
-const HOLD_FOR_END: Duration = Duration::from_secs(600);
-/// The longest wait before a model held back with nothing of it open tries again.
-const MAX_HOLD: Duration = Duration::from_secs(300);
 
 /// Debug builds only: `PACER_TEST_BATCH_PAUSE=POINT` holds the driver at
 /// `POINT` (`planned`, `uploaded`, `created`, `ended`, `collecting`) for an
@@ -80,19 +74,6 @@ struct Open {
 /// One API, endpoint and model: what a batch holds, and what OpenAI's
 /// enqueued-token limit holds back.
 type Group = (BatchApi, String, Option<String>);
-
-/// A group held back after the provider refused one of its batches for
-/// its enqueued-token limit.
-#[derive(Debug, Clone, Copy)]
-struct Hold {
-    until: Instant,
-    /// Until another open batch of the group ends (or `until`).
-    for_end: bool,
-    /// Smaller batches for the group from now on (a batch alone may be
-    /// over the limit).
-    max_lines: Option<usize>,
-    strikes: u32,
-}
 
 /// What to do after a failed call.
 enum Judged {
@@ -216,18 +197,6 @@ impl Driver {
         self.next_id = next_id;
         let now = Instant::now();
         for row in rows.into_iter().filter(|r| r.state.is_open()) {
-            if self.options.fresh_provider && row.maybe_at_provider() {
-                // Its provider is gone: its requests go again.
-                self.batch_cmd(BatchCommand::Close {
-                    id: row.id,
-                    state: BatchState::Failed,
-                    error: Some(
-                        "its provider (the built-in simulator of an earlier run) is gone".into(),
-                    ),
-                    at: wall_ms(),
-                })?;
-                continue;
-            }
             let reservation = self
                 .budget
                 .as_mut()
@@ -583,14 +552,11 @@ impl Driver {
 
     /// Whether `group` is held back now.
     fn held(&self, group: &Group, hold: &Hold, now: Instant) -> bool {
-        if now >= hold.until {
-            return false;
-        }
-        !hold.for_end
-            || self
-                .open
-                .values()
-                .any(|o| same_group(&o.row, group) && o.row.state == BatchState::Submitted)
+        let group_open = self
+            .open
+            .values()
+            .any(|o| same_group(&o.row, group) && o.row.state == BatchState::Submitted);
+        hold.holds(now, group_open)
     }
 
     /// OpenAI: writes the batch's input file and uploads it.
@@ -800,11 +766,7 @@ impl Driver {
         let news = o.seen.as_ref() != Some(&seen);
         o.seen = Some(seen);
         // Back off while nothing changes; start over when the status moves.
-        o.interval = if changed_status {
-            poll
-        } else {
-            o.interval.mul_f64(1.5).min(MAX_POLL.max(poll))
-        };
+        o.interval = next_poll_interval(o.interval, changed_status, poll);
         o.next_poll = now + o.interval;
         o.row.status = Some(remote.status.clone());
         if changed_status {
@@ -921,34 +883,17 @@ impl Driver {
     /// and with smaller batches from then on.
     fn hold(&mut self, row: &BatchRow) {
         let group = group_of(row);
-        let now = Instant::now();
         let others_open = self.open.values().any(|o| {
             o.row.id != row.id && same_group(&o.row, &group) && o.row.state == BatchState::Submitted
         });
         let before = self.holds.get(&group).copied();
-        let strikes = before.map_or(0, |h| h.strikes) + 1;
-        let max_lines = before.and_then(|h| h.max_lines);
-        let hold = if others_open {
-            Hold {
-                until: now + HOLD_FOR_END,
-                for_end: true,
-                max_lines,
-                strikes,
-            }
-        } else {
-            let wait = self
-                .options
-                .poll_interval
-                .saturating_mul(1u32 << (strikes - 1).min(16))
-                .min(MAX_HOLD.max(self.options.poll_interval));
-            Hold {
-                until: now + wait,
-                for_end: false,
-                // This batch alone was too much: halve the next.
-                max_lines: Some((row.lines as usize / 2).max(1)),
-                strikes,
-            }
-        };
+        let hold = Hold::after_refusal(
+            before,
+            others_open,
+            row.lines,
+            self.options.poll_interval,
+            Instant::now(),
+        );
         self.holds.insert(group, hold);
     }
 
@@ -1057,8 +1002,34 @@ impl Driver {
                 got.unreadable
             );
         }
-        // Requests the results did not mention go back to pending (Close).
-        got.requeued += members.len() as u64;
+        // Requests the results did not mention go back to pending (Close),
+        // unless they have been sent in more batches than --max-retries
+        // allows: a provider that never answers them must not be asked
+        // for ever.
+        for m in members.values() {
+            if m.attempts > self.policy.max_retries {
+                self.send(Command::Finish {
+                    idx: m.idx,
+                    state: RequestState::Failed,
+                    line: error_line(
+                        &m.custom_id,
+                        "batch_no_result",
+                        &format!(
+                            "{} batches ended without a result for this request",
+                            m.attempts
+                        ),
+                    ),
+                    error: Some("batch_no_result".into()),
+                    prompt_tokens: None,
+                    cached_tokens: None,
+                    completion_tokens: None,
+                    cost_usd: None,
+                })?;
+                got.failed += 1;
+            } else {
+                got.requeued += 1;
+            }
+        }
         let status = row.status.clone().unwrap_or_default();
         self.close(id, BatchState::Done, None, got.cost_usd).await?;
         // A good end lifts a hold on the group (smaller batches stay).

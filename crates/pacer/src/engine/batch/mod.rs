@@ -59,6 +59,7 @@ mod files;
 mod lines;
 mod plan;
 mod recover;
+mod schedule;
 
 use std::time::Duration;
 
@@ -85,10 +86,6 @@ pub struct BatchOptions {
     /// At most this many requests a batch (below the provider's own limit);
     /// for tests and rehearsals.
     pub max_lines: Option<usize>,
-    /// The provider was started for this run (the built-in simulator): no
-    /// batch an earlier run sent can be there, so their requests are sent
-    /// again instead of looked for.
-    pub fresh_provider: bool,
 }
 
 impl Default for BatchOptions {
@@ -96,7 +93,6 @@ impl Default for BatchOptions {
         BatchOptions {
             poll_interval: Duration::from_secs(30),
             max_lines: None,
-            fresh_provider: false,
         }
     }
 }

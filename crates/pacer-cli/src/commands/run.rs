@@ -68,8 +68,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         let mock = pacer_mock::MockServer::start(demo_mock_config())
             .await
             .context("starting the simulated provider")?;
+        let what = if args.via == ViaArg::Batch {
+            "its batch APIs process 1,000 requests a second a batch"
+        } else {
+            "rpm 1200, tpm 400000, 2% errors, 1% overloads, ~250 ms latency"
+        };
         eprintln!(
-            "pacer: no ${key_env} and no --base-url: rehearsing against the built-in simulated provider at {} (rpm 1200, tpm 400000, 2% errors, 1% overloads, ~250 ms latency)",
+            "pacer: no ${key_env} and no --base-url: rehearsing against the built-in simulated provider at {} ({what})",
             mock.base_url()
         );
         let url = mock.base_url();

@@ -469,3 +469,59 @@ async fn max_cost_counts_a_batchs_worst_case_when_it_is_submitted() {
     assert!(s["pending"].as_u64().unwrap() > 0);
     assert_eq!(env.stats().duplicate_batch_inputs, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_errors_are_retried_or_failed_as_a_live_run_does() {
+    // A fifth of the lines get a 500 in the batch; three bodies are invalid.
+    let env = Env::new(MockConfig {
+        batch_line_error_rate: 0.2,
+        ..fast()
+    })
+    .await;
+    let input = write_batch(env.dir.path(), "jobs.jsonl", 200);
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    for i in 0..3 {
+        text.push_str(
+            &json!({"custom_id": format!("bad{i}"), "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "gpt-4o-mini", "max_tokens": 5}})
+            .to_string(),
+        );
+        text.push('\n');
+    }
+    std::fs::write(&input, &text).unwrap();
+    let out = env.run(&args(&batch_args(100))).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(
+        (s["succeeded"].as_u64(), s["failed"].as_u64()),
+        (Some(200), Some(3))
+    );
+    assert!(s["retries"].as_u64().unwrap() > 0, "{s}");
+    let results = read_results(&env.path("jobs.results.jsonl"));
+    assert_eq!(results.len(), 203);
+    let stats = env.stats();
+    assert!(stats.batch_lines > 203, "500s were sent again: {stats:?}");
+    assert_eq!(stats.duplicate_batch_successes, 0, "{stats:?}");
+
+    // The same bad line, sent live, gives the same output line.
+    let live = Env::new(MockConfig::default()).await;
+    std::fs::write(
+        live.path("jobs.jsonl"),
+        text.lines().last().unwrap().to_string() + "\n",
+    )
+    .unwrap();
+    let out = live.run(&["run", "jobs.jsonl", "--json"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let live_line = &read_results(&live.path("jobs.results.jsonl"))["bad2"];
+    let batch_line = &results["bad2"];
+    assert_eq!(batch_line["response"]["status_code"], 400);
+    assert_eq!(
+        batch_line["response"]["status_code"],
+        live_line["response"]["status_code"]
+    );
+    assert_eq!(
+        batch_line["response"]["body"],
+        live_line["response"]["body"]
+    );
+    assert_eq!(batch_line["id"], live_line["id"]);
+}

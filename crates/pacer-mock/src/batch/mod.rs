@@ -16,10 +16,11 @@
 //! A cancel stops processing at once, an expiry (`--batch-expire-after`) at
 //! the deadline: lines processed by then keep their results, the others end
 //! `batch_cancelled`/`batch_expired` (OpenAI, in the error file) or
-//! `canceled`/`expired` (Anthropic). Every state is a pure function of the
-//! creation time, the cancel time and the knobs; each request to the batch
-//! APIs (and each read of the statistics) first brings the counters up to
-//! now, so no background task runs.
+//! `canceled`/`expired` (Anthropic). Validations finish in creation order
+//! (so the enqueued-token limit is deterministic). Once a batch's lines are
+//! answered, its state is a pure function of that time, the cancel time and
+//! the knobs; each request to the batch APIs (and each read of the
+//! statistics) first brings the counters up to now, so nothing ticks.
 //!
 //! Lines fail as lines do on the real services: a body the live endpoint
 //! would refuse gets the same 400 (not retryable); `--batch-line-error-rate`

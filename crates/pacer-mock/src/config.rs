@@ -239,7 +239,8 @@ pub struct MockConfig {
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub batch_token_limit: Option<u64>,
 
-    /// Milliseconds a batch spends validating, finalizing and cancelling.
+    /// Milliseconds a batch spends validating (at least: also while its lines are answered;
+    /// Anthropic batches wait as long before processing, in_progress), finalizing and cancelling.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub batch_phase: u64,
 }
@@ -334,6 +335,24 @@ mod tests {
         assert_eq!(m.batch_phase, d.batch_phase);
         assert_eq!(m.batch_line_error_rate, d.batch_line_error_rate);
         assert_eq!(m.batch_token_limit, d.batch_token_limit);
+    }
+
+    #[test]
+    fn batch_flags_are_documented() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--batch-speed",
+            "--batch-line-error-rate",
+            "--batch-expire-after",
+            "--batch-token-limit",
+            "--batch-phase",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+        if std::env::var_os("PRINT_HELP").is_some() {
+            println!("{help}");
+        }
     }
 
     #[test]

@@ -22,6 +22,24 @@ fn fast() -> MockConfig {
     }
 }
 
+/// Loads the tokenizers (slow the first time in a debug build), so that
+/// a test's timing starts with a warm simulator.
+async fn warm_up(server: &MockServer) {
+    assert_eq!(
+        post(server, "/chat/completions", &chat_body("warm"))
+            .await
+            .status(),
+        200
+    );
+    let resp = post(
+        server,
+        "/embeddings",
+        &json!({"model": "text-embedding-3-small", "input": "warm"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
 const BOUNDARY: &str = "----pacer-mock-test-boundary-7MA4YWxkTrZu0gW";
 
 /// A multipart upload body with `purpose` and a `file` holding `content`.
@@ -473,11 +491,12 @@ async fn line_errors_land_in_the_error_file_and_a_resubmission_rolls_fresh_dice(
 async fn unprocessed_lines_expire_with_batch_expired() {
     let server = start(MockConfig {
         batch_speed: 20.0,
-        batch_phase: 50,
-        batch_expire_after: Duration::from_millis(500),
+        batch_phase: 150,
+        batch_expire_after: Duration::from_millis(600),
         ..fast()
     })
     .await;
+    warm_up(&server).await;
     let lines: Vec<Value> = (0..30).map(chat_line).collect();
     let batch = submit(&server, &lines, "/v1/chat/completions").await;
     let (done, _) = poll(&server, batch["id"].as_str().unwrap()).await;
@@ -486,7 +505,7 @@ async fn unprocessed_lines_expire_with_batch_expired() {
     assert_eq!(done["expires_at"], done["expired_at"]);
     let output = file_lines(&server, &done["output_file_id"]).await;
     let errors = file_lines(&server, &done["error_file_id"]).await;
-    // (0.5 s - 0.05 s validating) × 20 lines a second.
+    // (0.6 s - 0.15 s validating) × 20 lines a second.
     assert_eq!(output.len(), 9);
     assert_eq!(errors.len(), 21);
     assert_eq!(by_custom_id(&output, &errors).len(), 30);
@@ -568,7 +587,7 @@ async fn the_enqueued_token_limit_fails_a_batch_until_the_earlier_one_completes(
 
 #[tokio::test]
 async fn a_cancelled_batch_keeps_its_finished_lines_and_cancels_the_rest() {
-    // 40 lines at 20 a second: 2 s, cancelled after about 0.25 s.
+    // 40 lines at 20 a second: 2 s, cancelled after about 0.25 s of it.
     let server = start(MockConfig {
         batch_speed: 20.0,
         ..fast()
@@ -577,6 +596,11 @@ async fn a_cancelled_batch_keeps_its_finished_lines_and_cancels_the_rest() {
     let lines: Vec<Value> = (0..40).map(chat_line).collect();
     let batch = submit(&server, &lines, "/v1/chat/completions").await;
     let id = batch["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while get_json(&server, &format!("/batches/{id}")).await["status"] == "validating" {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tokio::time::sleep(Duration::from_millis(250)).await;
     let resp = post(&server, &format!("/batches/{id}/cancel"), &json!({})).await;
     assert_eq!(resp.status(), 200);
@@ -1062,12 +1086,15 @@ async fn an_anthropic_batch_ends_with_live_messages_and_errors() {
 
 #[tokio::test]
 async fn anthropic_requests_expire_or_are_canceled() {
+    // Processing starts after 0.1 s, the batch expires at 0.3 s: 4 answered.
     let server = start(MockConfig {
         batch_speed: 20.0,
+        batch_phase: 100,
         batch_expire_after: Duration::from_millis(300),
         ..fast()
     })
     .await;
+    warm_up(&server).await;
     let requests: Vec<Value> = (0..20)
         .map(|i| message_request(&format!("x{i}"), &format!("doc {i}")))
         .collect();
@@ -1075,7 +1102,7 @@ async fn anthropic_requests_expire_or_are_canceled() {
     let (ended, _) = anthropic_poll(&server, batch["id"].as_str().unwrap()).await;
     assert_eq!(
         ended["request_counts"],
-        json!({"processing": 0, "succeeded": 6, "errored": 0, "canceled": 0, "expired": 14})
+        json!({"processing": 0, "succeeded": 4, "errored": 0, "canceled": 0, "expired": 16})
     );
     assert_eq!(ended["ended_at"], ended["expires_at"]);
     let results = anthropic_results(&server, &ended).await;
@@ -1085,17 +1112,19 @@ async fn anthropic_requests_expire_or_are_canceled() {
             .values()
             .filter(|r| **r == json!({"type": "expired"}))
             .count(),
-        14
+        16
     );
 
+    // 20 requests at 20 a second, cancelled after about 0.3 s.
     let server = start(MockConfig {
         batch_speed: 20.0,
         ..fast()
     })
     .await;
+    warm_up(&server).await;
     let batch = anthropic_create(&server, &requests).await;
     let id = batch["id"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = anthropic(&server, reqwest::Method::POST, &format!("/{id}/cancel")).await;
     assert_eq!(resp.status(), 200);
     let canceling: Value = resp.json().await.unwrap();

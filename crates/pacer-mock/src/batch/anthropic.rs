@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::call::{begin, query_param, Call};
-use super::{execute, fingerprint, page, BatchStore, Core, PreLine, PreOutcome, Stage, Timeline};
+use super::{
+    execute, fingerprint, never_run, page, BatchStore, Core, PreLine, PreOutcome, Stage, Timeline,
+};
 use crate::reply::Endpoint;
 use crate::state::MockState;
 
@@ -24,6 +26,8 @@ const MAX_REQUESTS: usize = 100_000;
 #[derive(Debug)]
 pub(super) struct MessageBatch {
     pub core: Core,
+    /// How many requests it has (its lines exist once answered).
+    requests: usize,
 }
 
 macro_rules! begin {
@@ -57,90 +61,101 @@ fn errored(custom_id: &str, kind: &str, message: &str) -> String {
     .to_string()
 }
 
-/// A create request, checked and answered off the async workers.
-struct Prepared {
-    /// In processing order.
-    lines: Vec<PreLine>,
+/// A create request that passed the synchronous checks.
+struct Checked {
+    /// `(custom_id, params)` in input order.
+    requests: Vec<(String, Value)>,
     /// Fingerprint of the set of requests (order does not matter).
     input: u128,
 }
 
-impl BatchStore {
-    /// Checks the create request `raw` and answers its requests; `Err` is the
-    /// 400's message.
-    fn prepare_anthropic(
-        &self,
-        raw: &[u8],
-        id: &str,
-        timeline: &Timeline,
-    ) -> Result<Prepared, String> {
-        let body: Value = serde_json::from_slice(raw)
-            .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
-        let requests = match body.get("requests") {
-            None => return Err("requests: Field required".into()),
-            Some(Value::Array(r)) => r,
-            Some(_) => return Err("requests: Input should be a valid list".into()),
-        };
-        if requests.is_empty() {
-            return Err(
-                "requests: List should have at least 1 item after validation, not 0".into(),
-            );
-        }
-        if requests.len() > MAX_REQUESTS {
-            return Err(format!(
-                "requests: List should have at most {MAX_REQUESTS} items after validation, not {}",
-                requests.len()
-            ));
-        }
-        let mut seen = HashSet::new();
-        let mut checked = Vec::with_capacity(requests.len());
-        for (i, r) in requests.iter().enumerate() {
-            let custom_id = match r.get("custom_id") {
-                None => return Err(format!("requests.{i}.custom_id: Field required")),
-                Some(Value::String(c)) if valid_custom_id(c) => c.as_str(),
-                Some(_) => {
-                    return Err(format!(
+/// Checks the create request `raw` as Anthropic does before answering;
+/// `Err` is the 400's message.
+fn check(raw: &[u8]) -> Result<Checked, String> {
+    let mut body: Value = serde_json::from_slice(raw)
+        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    let requests = match body.get_mut("requests") {
+        None => return Err("requests: Field required".into()),
+        Some(Value::Array(r)) => std::mem::take(r),
+        Some(_) => return Err("requests: Input should be a valid list".into()),
+    };
+    if requests.is_empty() {
+        return Err("requests: List should have at least 1 item after validation, not 0".into());
+    }
+    if requests.len() > MAX_REQUESTS {
+        return Err(format!(
+            "requests: List should have at most {MAX_REQUESTS} items after validation, not {}",
+            requests.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut checked = Vec::with_capacity(requests.len());
+    let mut keys = Vec::with_capacity(requests.len());
+    for (i, mut r) in requests.into_iter().enumerate() {
+        let custom_id = match r.get("custom_id") {
+            None => return Err(format!("requests.{i}.custom_id: Field required")),
+            Some(Value::String(c)) if valid_custom_id(c) => c.clone(),
+            Some(_) => {
+                return Err(format!(
                     "requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
                 ))
-                }
-            };
-            let params = match r.get("params") {
-                None => return Err(format!("requests.{i}.params: Field required")),
-                Some(p @ Value::Object(_)) => p,
-                Some(_) => {
-                    return Err(format!(
-                        "requests.{i}.params: Input should be a valid dictionary"
-                    ))
-                }
-            };
-            if !seen.insert(custom_id) {
-                return Err(format!(
-                    "requests: custom_id values must be unique within a batch, and '{custom_id}' appears more than once"
-                ));
             }
-            checked.push((custom_id, params));
+        };
+        let params = match r.get_mut("params") {
+            None => return Err(format!("requests.{i}.params: Field required")),
+            Some(p @ Value::Object(_)) => p.take(),
+            Some(_) => {
+                return Err(format!(
+                    "requests.{i}.params: Input should be a valid dictionary"
+                ))
+            }
+        };
+        if !seen.insert(custom_id.clone()) {
+            return Err(format!(
+                "requests: custom_id values must be unique within a batch, and '{custom_id}' appears more than once"
+            ));
         }
+        keys.push(fingerprint(&[
+            custom_id.as_bytes(),
+            params.to_string().as_bytes(),
+        ]));
+        checked.push((custom_id, params));
+    }
+    keys.sort_unstable();
+    let joined: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+    Ok(Checked {
+        requests: checked,
+        input: fingerprint(&[b"message-batch", &joined]),
+    })
+}
 
-        let mut keys: Vec<u128> = Vec::with_capacity(checked.len());
-        let first = self.answer_numbers(checked.len());
-        let order = self.processing_order(id, checked.len());
-        let lines = order
+impl BatchStore {
+    /// Answers the requests of batch `id`, in processing order.
+    fn answer_anthropic(
+        &self,
+        requests: &[(String, Value)],
+        id: &str,
+        timeline: &Timeline,
+    ) -> Vec<PreLine> {
+        let first = self.answer_numbers(requests.len());
+        let order = self.processing_order(id, requests.len());
+        order
             .iter()
             .enumerate()
             .map(|(k, &index)| {
-                let (custom_id, params) = checked[index];
-                let params_text = params.to_string();
-                keys.push(fingerprint(&[custom_id.as_bytes(), params_text.as_bytes()]));
-                let key =
-                    fingerprint(&[Endpoint::Messages.path().as_bytes(), params_text.as_bytes()]);
+                let (custom_id, params) = &requests[index];
+                let key = fingerprint(&[
+                    Endpoint::Messages.path().as_bytes(),
+                    params.to_string().as_bytes(),
+                ]);
                 let created = self.unix(timeline.answered_at(k));
                 let outcome =
                     match execute(Endpoint::Messages, params, first + index as u64, created) {
-                        Ok((message, prompt, completion)) => PreOutcome::Ok {
+                        Ok((message, charge, completion)) => PreOutcome::Ok {
                             json: json!({"custom_id": custom_id,
                             "result": {"type": "succeeded", "message": message}})
                             .to_string(),
-                            prompt,
+                            prompt: charge.prompt,
                             completion,
                         },
                         Err(message) => PreOutcome::Invalid {
@@ -149,18 +164,42 @@ impl BatchStore {
                     };
                 PreLine {
                     index,
-                    custom_id: custom_id.to_string(),
+                    custom_id: custom_id.clone(),
                     key,
                     outcome,
                 }
             })
-            .collect();
-        keys.sort_unstable();
-        let joined: Vec<u8> = keys.iter().flat_map(|k| k.to_le_bytes()).collect();
-        Ok(Prepared {
-            lines,
-            input: fingerprint(&[b"message-batch", &joined]),
-        })
+            .collect()
+    }
+
+    /// Queues the answered lines of batch `id` at `now`.
+    fn finish_anthropic(&self, id: &str, lines: Vec<PreLine>, now: Instant) {
+        let mut g = self.lock();
+        self.advance(&mut g, now);
+        let Some(stage) = g
+            .message_batches
+            .get(id)
+            .map(|b| b.core.timeline.stage(now).0)
+        else {
+            return;
+        };
+        let lines = if stage == Stage::Validating {
+            self.admit_lines(&mut g, lines, |p| {
+                errored(&p.custom_id, "api_error", "Internal server error")
+            })
+        } else {
+            // Cancelled or expired before processing started.
+            never_run(lines)
+        };
+        let Some(batch) = g.message_batches.get_mut(id) else {
+            return;
+        };
+        if stage == Stage::Validating {
+            batch.core.timeline.ready(now, lines.len());
+        } else {
+            batch.core.timeline.lines = lines.len();
+        }
+        batch.core.lines = lines;
     }
 
     /// The Message Batch object as of `now`; `origin` makes `results_url`.
@@ -168,8 +207,8 @@ impl BatchStore {
         let core = &b.core;
         let tl = &core.timeline;
         let (stage, _) = tl.stage(now);
-        let n = core.lines.len();
-        let never_run = core.unprocessed().len();
+        let n = b.requests;
+        let never_run = n - (core.ok + core.failed).min(n);
         let zero =
             json!({"processing": n, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0});
         let counts = |canceled: usize, expired: usize| {
@@ -214,38 +253,26 @@ pub(super) async fn create(
             "Request exceeds the maximum allowed number of bytes (256 MB for Message Batches).",
         );
     }
-    let store = &state.batches;
-    let (id, n) = {
-        let mut g = store.lock();
-        store.new_id(&mut g.next, "msgbatch_", 24)
-    };
-    let estimate = Timeline::new(Instant::now(), &store.knobs, std::time::Duration::ZERO, 0);
-    let prepared = {
-        let state = state.clone();
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || state.batches.prepare_anthropic(&body, &id, &estimate))
-            .await
-    };
-    let prepared = match prepared {
-        Ok(Ok(p)) => p,
+    let checked = tokio::task::spawn_blocking(move || check(&body)).await;
+    let checked = match checked {
+        Ok(Ok(c)) => c,
         Ok(Err(message)) => return call.anthropic_error(400, "invalid_request_error", &message),
         Err(_) => return call.anthropic_error(500, "api_error", "Internal server error"),
     };
-    let object = {
+    let store = &state.batches;
+    let (id, object) = {
         let mut g = store.lock();
         let now = Instant::now();
         store.advance(&mut g, now);
-        BatchStore::note_input(&mut g, prepared.input, &id, now);
-        let lines = store.admit_lines(&mut g, prepared.lines, |p| {
-            errored(&p.custom_id, "api_error", "Internal server error")
-        });
+        let (id, n) = store.new_id(&mut g.next, "msgbatch_", 24);
+        BatchStore::note_input(&mut g, checked.input, &id, now);
         let batch = MessageBatch {
             core: Core {
                 id: id.clone(),
                 n,
                 owner: call.key,
-                timeline: Timeline::new(now, &store.knobs, std::time::Duration::ZERO, lines.len()),
-                lines,
+                timeline: Timeline::pending(now, &store.knobs, store.knobs.phase),
+                lines: Vec::new(),
                 revealed: 0,
                 ok: 0,
                 failed: 0,
@@ -253,12 +280,35 @@ pub(super) async fn create(
                 completion_tokens: 0,
                 settled: false,
             },
+            requests: checked.requests.len(),
         };
         let object = store.render_anthropic(&batch, now, &call.origin);
-        g.message_batches.insert(id, batch);
+        g.message_batches.insert(id.clone(), batch);
         g.counters.message_batches_created += 1;
-        object
+        (id, object)
     };
+
+    // Answer the requests in the background; the batch is in progress
+    // meanwhile, and processing starts once they are answered and
+    // `--batch-phase` has passed.
+    let state = state.clone();
+    tokio::spawn(async move {
+        let knobs = &state.batches.knobs;
+        let estimate = Timeline::new(Instant::now(), knobs, knobs.phase, 0);
+        let lines = {
+            let state = state.clone();
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || {
+                state
+                    .batches
+                    .answer_anthropic(&checked.requests, &id, &estimate)
+            })
+            .await
+        };
+        if let Ok(lines) = lines {
+            state.batches.finish_anthropic(&id, lines, Instant::now());
+        }
+    });
     call.json(200, &object)
 }
 

@@ -1,22 +1,26 @@
 //! The providers' half-price batch APIs: OpenAI's Files and Batch API, and
 //! Anthropic's Message Batches.
 //!
-//! A batch is simulated, not queued: when it is created, every line is
-//! answered at once (off the async workers) with the live endpoints' own
-//! code, so a line's result is exactly what a live call of the same request
-//! would get, usage included. What the simulator's clock decides is *when*
-//! each answer becomes visible. A batch validates for `--batch-phase`
-//! milliseconds (OpenAI only), then its lines are processed at
-//! `--batch-speed` per second, in an order shuffled a little (within blocks
-//! of 16 lines, by `--seed` and the batch id) since neither provider keeps
-//! input order; then it finalizes for `--batch-phase` (OpenAI) and ends.
+//! A batch is simulated, not queued: right after it is created, every line
+//! is validated and answered at once (in the background, off the async
+//! workers) with the live endpoints' own code, so a line's result is exactly
+//! what a live call of the same request would get, usage included. What the
+//! simulator's clock decides is *when* each answer becomes visible. A batch
+//! validates for `--batch-phase` milliseconds (longer if answering its lines
+//! takes longer; an Anthropic batch shows `in_progress` meanwhile), then its
+//! lines are processed at `--batch-speed` per second, in an order shuffled a
+//! little (within blocks of 16 lines, by `--seed` and the batch id) since
+//! neither provider keeps input order; then it finalizes for `--batch-phase`
+//! and ends. With small batches the answering is quicker than the phase, so
+//! timings (and how many lines an expiry leaves) are exact.
 //! A cancel stops processing at once, an expiry (`--batch-expire-after`) at
 //! the deadline: lines processed by then keep their results, the others end
 //! `batch_cancelled`/`batch_expired` (OpenAI, in the error file) or
-//! `canceled`/`expired` (Anthropic). Every state is a pure function of the
-//! creation time, the cancel time and the knobs; each request to the batch
-//! APIs (and each read of the statistics) first brings the counters up to
-//! now, so no background task runs.
+//! `canceled`/`expired` (Anthropic). Validations finish in creation order
+//! (so the enqueued-token limit is deterministic). Once a batch's lines are
+//! answered, its state is a pure function of that time, the cancel time and
+//! the knobs; each request to the batch APIs (and each read of the
+//! statistics) first brings the counters up to now, so nothing ticks.
 //!
 //! Lines fail as lines do on the real services: a body the live endpoint
 //! would refuse gets the same 400 (not retryable); `--batch-line-error-rate`
@@ -50,6 +54,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::MockConfig;
@@ -158,6 +163,8 @@ fn later(t: Instant, d: Duration) -> Instant {
 #[derive(Debug, Clone, Copy)]
 struct Timeline {
     created: Instant,
+    /// The least time validating takes (OpenAI: `--batch-phase`; Anthropic: 0).
+    validation: Duration,
     /// When processing starts (after validating).
     start: Instant,
     lines: usize,
@@ -176,6 +183,7 @@ impl Timeline {
     fn new(created: Instant, knobs: &Knobs, validation: Duration, lines: usize) -> Timeline {
         Timeline {
             created,
+            validation,
             start: later(created, validation),
             lines,
             speed: knobs.speed,
@@ -185,6 +193,22 @@ impl Timeline {
             cancel: None,
             failed: false,
         }
+    }
+
+    /// A batch whose lines are still being validated and answered: it
+    /// stays before `start` until [`Timeline::ready`].
+    fn pending(created: Instant, knobs: &Knobs, validation: Duration) -> Timeline {
+        Timeline {
+            start: later(created, FAR),
+            ..Timeline::new(created, knobs, validation, 0)
+        }
+    }
+
+    /// Its `lines` are answered at `now`: processing starts once the
+    /// validation time has passed, and not before now.
+    fn ready(&mut self, now: Instant, lines: usize) {
+        self.start = later(self.created, self.validation).max(now);
+        self.lines = lines;
     }
 
     fn all_done(&self) -> Instant {
@@ -377,6 +401,34 @@ struct Inner {
     /// Times each line was answered 200.
     successes: HashMap<u128, u32>,
     counters: Counters,
+    /// Signalled when the latest batch's validation has finished.
+    validations: Option<oneshot::Receiver<()>>,
+}
+
+impl Inner {
+    /// A place in the queue of validations, which finish in creation order
+    /// (so the enqueued-token limit sees earlier batches first): what to wait
+    /// for before finishing, and what to signal after.
+    fn queue_validation(&mut self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (done, next) = oneshot::channel();
+        (self.validations.replace(next), done)
+    }
+}
+
+/// Lines of a batch that ended (cancelled or expired) before they were
+/// validated: never processed.
+fn never_run(pre: Vec<PreLine>) -> Vec<Line> {
+    pre.into_iter()
+        .map(|p| Line {
+            index: p.index,
+            custom_id: p.custom_id,
+            json: Box::from(""),
+            ok: false,
+            prompt: 0,
+            completion: 0,
+            key: p.key,
+        })
+        .collect()
 }
 
 /// Files and batches of both providers.
@@ -431,13 +483,14 @@ fn answer_id(endpoint: Endpoint, seq: u64) -> String {
 }
 
 /// The live endpoint's answer to `body`, as of unix time `created`: the
-/// success body and its prompt and completion tokens, or the 400 message.
+/// success body, the request's charge (its prompt tokens are the usage's)
+/// and the completion tokens; or the 400's message.
 fn execute(
     endpoint: Endpoint,
     body: &Value,
     seq: u64,
     created: u64,
-) -> Result<(Value, u64, u64), String> {
+) -> Result<(Value, crate::tokens::Charge, u64), String> {
     validate(endpoint, body).map_err(str::to_string)?;
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(if endpoint.is_anthropic() {
@@ -452,7 +505,7 @@ fn execute(
     if let Some(id) = out.get_mut("id") {
         *id = json!(answer_id(endpoint, seq));
     }
-    Ok((out, cost.prompt, reply.completion_tokens()))
+    Ok((out, cost, reply.completion_tokens()))
 }
 
 impl BatchStore {

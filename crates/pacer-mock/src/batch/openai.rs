@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::call::{begin, query_param, Call};
 use super::{
-    execute, fingerprint, multipart, page, token, BatchStore, Core, Inner, PreLine, PreOutcome,
-    Stage, StoredFile, Timeline,
+    execute, fingerprint, multipart, never_run, page, token, BatchStore, Core, Inner, PreLine,
+    PreOutcome, Stage, StoredFile, Timeline,
 };
 use crate::error_body;
 use crate::reply::Endpoint;
@@ -516,10 +516,9 @@ impl BatchStore {
                 let (line_id, request_id) = line_ids(id, index);
                 let created = self.unix(timeline.answered_at(k));
                 let outcome = match execute(endpoint, body, first + index as u64, created) {
-                    Ok((out, prompt, completion)) => {
+                    Ok((out, charge, completion)) => {
                         if let Some(m) = model {
-                            let charge = crate::tokens::charge(endpoint.path(), body).total();
-                            *tokens.entry(m.to_string()).or_default() += charge;
+                            *tokens.entry(m.to_string()).or_default() += charge.total();
                             models.insert(m.to_string());
                         }
                         let json = json!({
@@ -530,7 +529,7 @@ impl BatchStore {
                         .to_string();
                         PreOutcome::Ok {
                             json,
-                            prompt,
+                            prompt: charge.prompt,
                             completion,
                         }
                     }
@@ -774,56 +773,134 @@ pub(super) async fn create(
     };
 
     let store = &state.batches;
-    let reserved = {
+    let created = {
         let mut g = store.lock();
-        match g.files.get(input_file_id).filter(|f| f.owner == call.key) {
+        let now = Instant::now();
+        store.advance(&mut g, now);
+        let file = match g.files.get(input_file_id).filter(|f| f.owner == call.key) {
             None => Err(format!("No such File object: {input_file_id}")),
             Some(f) if f.purpose != "batch" => Err(format!(
                 "The input file {input_file_id} has purpose '{}'; a batch input file must be uploaded with purpose 'batch'.",
                 f.purpose
             )),
-            Some(f) => {
-                let data = f.data.clone();
-                let (id, n) = store.new_id(&mut g.next, "batch_", 32);
-                Ok((data, id, n))
-            }
-        }
+            Some(f) => Ok(f.data.clone()),
+        };
+        file.map(|data| {
+            let (id, n) = store.new_id(&mut g.next, "batch_", 32);
+            let batch = Batch {
+                core: Core {
+                    id: id.clone(),
+                    n,
+                    owner: call.key,
+                    timeline: Timeline::pending(now, &store.knobs, store.knobs.phase),
+                    lines: Vec::new(),
+                    revealed: 0,
+                    ok: 0,
+                    failed: 0,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    settled: false,
+                },
+                endpoint: endpoint.path(),
+                input_file_id: input_file_id.to_string(),
+                metadata,
+                errors: Vec::new(),
+                model: None,
+                tokens_by_model: Vec::new(),
+                output_file_id: None,
+                error_file_id: None,
+            };
+            let object = store.render_openai(&batch, now);
+            g.batches.insert(id.clone(), batch);
+            g.counters.batches_created += 1;
+            let queue = g.queue_validation();
+            (id, data, object, queue)
+        })
     };
-    let (data, id, n) = match reserved {
-        Ok(r) => r,
+    let (id, data, object, (earlier, done)) = match created {
+        Ok(c) => c,
         Err(message) => return call.openai_error(400, &message, Some("input_file_id")),
     };
-    // Answer the lines as if processing starts now plus the validation.
-    let estimate = Timeline::new(Instant::now(), &store.knobs, store.knobs.phase, 0);
-    let prepared = {
-        let state = state.clone();
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || {
-            state
-                .batches
-                .prepare_openai(&data, endpoint, &id, &estimate)
-        })
-        .await
-    };
-    let Ok(prepared) = prepared else {
-        return call.openai_error(
-            500,
-            "The server had an error while processing your request.",
-            None,
-        );
-    };
 
-    let object = {
-        let mut g = store.lock();
-        let now = Instant::now();
-        store.advance(&mut g, now);
-        let mut timeline =
-            Timeline::new(now, &store.knobs, store.knobs.phase, prepared.lines.len());
+    // Validate and answer the lines in the background; the batch stays
+    // `validating` meanwhile, as OpenAI's does.
+    let state = state.clone();
+    tokio::spawn(async move {
+        // Answer the lines as if processing starts after the least validation.
+        let estimate = Timeline::new(
+            Instant::now(),
+            &state.batches.knobs,
+            state.batches.knobs.phase,
+            0,
+        );
+        let prepared = {
+            let state = state.clone();
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || {
+                state
+                    .batches
+                    .prepare_openai(&data, endpoint, &id, &estimate)
+            })
+            .await
+        };
+        let prepared = prepared.unwrap_or_else(|_| {
+            Prepared::failed(batch_error(
+                "server_error",
+                "The batch could not be validated because of a simulator error.",
+                None,
+                None,
+            ))
+        });
+        if let Some(earlier) = earlier {
+            let _ = earlier.await;
+        }
+        state.batches.finish_openai(&id, prepared, Instant::now());
+        let _ = done.send(());
+    });
+    call.json(200, &object)
+}
+
+impl Prepared {
+    fn failed(error: Value) -> Prepared {
+        Prepared {
+            lines: Vec::new(),
+            errors: vec![error],
+            tokens_by_model: Vec::new(),
+            model: None,
+            input: 0,
+        }
+    }
+}
+
+impl BatchStore {
+    /// Ends the validation of batch `id` at `now`: it fails (its input's
+    /// errors, or the enqueued-token limit), or its answered lines are queued.
+    fn finish_openai(&self, id: &str, prepared: Prepared, now: Instant) {
+        let mut g = self.lock();
+        self.advance(&mut g, now);
+        let Some(batch) = g.batches.get(id) else {
+            return;
+        };
+        let owner = batch.core.owner;
+        let stage = batch.core.timeline.stage(now).0;
+        if stage != Stage::Validating {
+            // Cancelled or expired while validating: nothing will run.
+            let inner = &mut *g;
+            let Some(batch) = inner.batches.get_mut(id) else {
+                return;
+            };
+            batch.core.lines = never_run(prepared.lines);
+            batch.core.timeline.lines = batch.core.lines.len();
+            if stage.terminal() {
+                write_results(self, batch, stage, &mut inner.files, &mut inner.next);
+            }
+            return;
+        }
         let mut errors = prepared.errors;
         if errors.is_empty() {
-            if let Some(limit) = store.knobs.token_limit {
+            if let Some(limit) = self.knobs.token_limit {
                 let over = prepared.tokens_by_model.iter().find(|(model, tokens)| {
-                    BatchStore::enqueued(&g, call.key, model, now) + tokens > limit
+                    BatchStore::enqueued(&g, owner, model, now) + tokens > limit
                 });
                 if let Some((model, _)) = over {
                     errors.push(batch_error(
@@ -836,9 +913,9 @@ pub(super) async fn create(
             }
         }
         let lines = if errors.is_empty() {
-            BatchStore::note_input(&mut g, prepared.input, &id, now);
-            store.admit_lines(&mut g, prepared.lines, |p| {
-                let (line_id, request_id) = line_ids(&id, p.index);
+            BatchStore::note_input(&mut g, prepared.input, id, now);
+            self.admit_lines(&mut g, prepared.lines, |p| {
+                let (line_id, request_id) = line_ids(id, p.index);
                 error_line(
                     &line_id,
                     &p.custom_id,
@@ -848,39 +925,20 @@ pub(super) async fn create(
                 )
             })
         } else {
-            timeline.failed = true;
-            timeline.lines = 0;
             Vec::new()
         };
-        let batch = Batch {
-            core: Core {
-                id: id.clone(),
-                n,
-                owner: call.key,
-                timeline,
-                lines,
-                revealed: 0,
-                ok: 0,
-                failed: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                settled: false,
-            },
-            endpoint: endpoint.path(),
-            input_file_id: input_file_id.to_string(),
-            metadata,
-            errors,
-            model: prepared.model,
-            tokens_by_model: prepared.tokens_by_model,
-            output_file_id: None,
-            error_file_id: None,
+        let Some(batch) = g.batches.get_mut(id) else {
+            return;
         };
-        let object = store.render_openai(&batch, now);
-        g.batches.insert(id, batch);
-        g.counters.batches_created += 1;
-        object
-    };
-    call.json(200, &object)
+        batch.core.timeline.ready(now, lines.len());
+        batch.core.timeline.failed = !errors.is_empty();
+        batch.core.lines = lines;
+        batch.errors = errors;
+        if batch.errors.is_empty() {
+            batch.model = prepared.model;
+            batch.tokens_by_model = prepared.tokens_by_model;
+        }
+    }
 }
 
 /// `GET /v1/batches/{id}`.

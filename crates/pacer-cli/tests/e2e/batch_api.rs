@@ -291,6 +291,20 @@ async fn a_mixed_file_goes_to_both_batch_apis() {
     let apis: Vec<&str> = b.iter().map(|b| b["api"].as_str().unwrap()).collect();
     assert_eq!(apis, ["openai", "openai", "anthropic"]);
     assert_eq!(b[2]["endpoint"], "/v1/messages");
+    // The key went in headers only: not in the state, the output or a message.
+    for file in [
+        "jobs.results.pacer.db",
+        "jobs.results.pacer.db-wal",
+        "jobs.results.jsonl",
+    ] {
+        let bytes = std::fs::read(env.path(file)).unwrap_or_default();
+        let key = pacer_mock::DEFAULT_KEY.as_bytes();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key),
+            "{file} holds the key"
+        );
+    }
+    assert!(!stderr(&out).contains(pacer_mock::DEFAULT_KEY));
     // Each model at its own batch price.
     let by_model = summary(&out)["by_model"].as_array().cloned().unwrap();
     assert_eq!(by_model.len(), 2);

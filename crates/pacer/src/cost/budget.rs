@@ -212,6 +212,22 @@ mod tests {
     }
 
     #[test]
+    fn money_committed_earlier_is_reserved_even_past_the_cap() {
+        // A batch submitted by an earlier run, with the cap lowered since.
+        let mut b = Budget::with_spent(1.0, 0.5);
+        let open = b.reserve_committed(0.8);
+        assert!((b.reserved() - 0.8).abs() < 1e-12);
+        assert_eq!(b.remaining(), 0.0);
+        assert!(b.try_reserve(0.01).is_err());
+        b.settle(open, 0.3);
+        assert!((b.spent() - 0.8).abs() < 1e-12);
+        assert!(b.try_reserve(0.2).is_ok());
+        // A worst case that is not a number reserves nothing.
+        let r = Budget::new(1.0).reserve_committed(f64::NAN);
+        assert_eq!(r.amount(), 0.0);
+    }
+
+    #[test]
     fn the_refusal_says_why() {
         let text = BudgetExceeded {
             cap: 5.0,

@@ -1093,6 +1093,42 @@ mod tests {
     }
 
     #[test]
+    fn only_the_base_urls_origin_is_fetched_with_the_key() {
+        let t = transport("https://api.anthropic.com/v1".into(), 1, false);
+        assert!(t.on_base_origin("https://api.anthropic.com/v1/messages/batches/b/results"));
+        assert!(t.on_base_origin("https://api.anthropic.com:443/x"));
+        for other in [
+            "http://api.anthropic.com/v1/x",
+            "https://api.anthropic.com:8443/v1/x",
+            "https://evil.example/v1/messages/batches/b/results",
+            "https://api.anthropic.com.evil.example/x",
+            "not a url",
+        ] {
+            assert!(!t.on_base_origin(other), "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_download_off_the_base_origin_is_refused_before_any_request() {
+        let elsewhere =
+            Canned::start(Some(reply("200 OK", &[("content-length", "2")], b"{}"))).await;
+        let t = transport("http://127.0.0.1:9/v1".into(), 1000, false);
+        let e = t
+            .download(
+                &format!("{}/v1/results?key=sk-planted-key", elsewhere.url()),
+                true,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not on the base URL's origin"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("sk-planted-key"), "{e}");
+        assert_eq!(elsewhere.conns.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
     fn streaming_asks_for_usage_on_openai_only() {
         let b: Value =
             serde_json::from_slice(&streaming_body(r#"{"model":"m"}"#, StreamKind::OpenAiChat))

@@ -574,7 +574,7 @@ mod tests {
                 method: "POST".into(),
                 url: url.into(),
                 body: format!("{{\"n\":{i}}}"),
-                priority: i64::from(i % 3 == 0),
+                priority: i64::from(i.is_multiple_of(3)),
                 estimate: TokenEstimate {
                     prompt: 10,
                     max_output: 5,

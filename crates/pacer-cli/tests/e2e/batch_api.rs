@@ -65,11 +65,18 @@ fn states(batches: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Waits (up to 30 s) until `ok()` holds.
-async fn wait_until(what: &str, mut ok: impl AsyncFnMut() -> bool) {
+/// Waits (up to 30 s) until `ok()` holds; a timeout shows the job's
+/// batches and the simulator's counts.
+async fn wait_until(env: &Env, what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ok().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for {what}: batches {:?}, simulator {:?}",
+                batches(env).await,
+                env.stats()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -154,7 +161,7 @@ async fn kill_at(env: &Env, point: &str, reached: impl AsyncFnMut() -> bool) {
         .env("PACER_TEST_BATCH_PAUSE", point)
         .spawn()
         .expect("spawn pacer");
-    wait_until(point, reached).await;
+    wait_until(env, point, reached).await;
     // Let the driver reach its pause (the state is committed before it).
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -209,7 +216,7 @@ async fn kills_while_uploading_creating_polling_and_downloading_never_create_a_b
         a
     };
     let mut child = env.pacer().args(args(&slow_poll)).spawn().unwrap();
-    wait_until("all batches submitted", async || {
+    wait_until(&env, "all batches submitted", async || {
         let s = states(&batches(&env).await);
         s.len() == 4 && s.iter().all(|s| s == "submitted" || s == "done")
     })
@@ -405,7 +412,7 @@ async fn ctrl_c_leaves_batches_running_cancel_cancels_them_and_a_rerun_finishes(
     let input = write_batch(env.dir.path(), "jobs.jsonl", 100);
     let child = env.pacer().args(args(&batch_args(50))).spawn().unwrap();
     let pid = child.id().unwrap().to_string();
-    wait_until("two batches submitted", async || {
+    wait_until(&env, "two batches submitted", async || {
         states(&batches(&env).await) == ["submitted", "submitted"]
     })
     .await;

@@ -220,7 +220,7 @@ impl Driver {
     /// was due.
     async fn step(&mut self) -> Result<bool, EngineError> {
         let now = Instant::now();
-        let mut polled = false;
+        let mut due = Vec::new();
         let ids: Vec<i64> = self.open.keys().copied().collect();
         for id in ids {
             if self.stop.is_stopped() {
@@ -243,16 +243,31 @@ impl Driver {
                     return Ok(true);
                 }
                 Next::Poll if o.next_poll <= now => {
-                    self.poll(id).await?;
-                    polled = true;
+                    if let Some(batch_id) = &o.row.batch_id {
+                        due.push((id, o.row.api, batch_id.clone()));
+                    }
                 }
                 Next::Poll | Next::Nothing => {}
             }
         }
-        if polled {
-            return Ok(true);
+        if due.is_empty() {
+            return self.plan().await;
         }
-        self.plan().await
+        // The batches due are asked about at once; what they answer is
+        // acted on one by one.
+        let this = &*self;
+        let answers = futures::future::join_all(due.iter().map(|(id, api, batch_id)| async move {
+            let what = format!("checking batch {id} ({batch_id})");
+            (*id, this.call(&what, || this.api.get(*api, batch_id)).await)
+        }))
+        .await;
+        for (id, answer) in answers {
+            match answer? {
+                Some(remote) => self.polled(id, remote).await?,
+                None => break, // stopping
+            }
+        }
+        Ok(true)
     }
 
     /// When something is next due: a poll, or a held group's next try.
@@ -745,19 +760,11 @@ impl Driver {
         Ok(())
     }
 
-    /// Asks the provider how the batch is doing; acts on its end.
-    async fn poll(&mut self, id: i64) -> Result<(), EngineError> {
-        let row = self.open[&id].row.clone();
-        let Some(batch_id) = row.batch_id.clone() else {
+    /// Acts on what the provider said about the batch: a new status, its end.
+    async fn polled(&mut self, id: i64, remote: Remote) -> Result<(), EngineError> {
+        if !self.open.contains_key(&id) {
             return Ok(());
-        };
-        let what = format!("checking batch {id} ({batch_id})");
-        let Some(remote) = self
-            .call(&what, || self.api.get(row.api, &batch_id))
-            .await?
-        else {
-            return Ok(());
-        };
+        }
         let now = Instant::now();
         let poll = self.options.poll_interval;
         let o = self.open.get_mut(&id).expect("an open batch");

@@ -98,3 +98,19 @@ impl Default for BatchOptions {
 }
 
 pub(crate) use api::Api;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run (either route) is a future a library user can spawn.
+    #[test]
+    fn a_batch_run_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        let mut cfg =
+            crate::engine::RunConfig::new("j.jsonl".into(), "o.jsonl".into(), "s.db".into());
+        cfg.via = Via::Batch(BatchOptions::default());
+        let run = crate::engine::run(cfg, None, tokio_util::sync::CancellationToken::new());
+        send(&run);
+    }
+}

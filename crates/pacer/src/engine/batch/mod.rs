@@ -39,7 +39,7 @@
 //! exists; a `creating` marker committed before every create call makes
 //! the next run look for it (OpenAI: by the metadata `pacer_job`/
 //! `pacer_batch` every batch carries, or its input file; Anthropic: by
-//! creation time and size, see [`recover`]) and adopt it instead of
+//! creation time and size, see `recover.rs`) and adopt it instead of
 //! creating another. A create that times out is looked for the same way
 //! before it is retried. Collecting is idempotent: only requests still in
 //! flight in the batch are written, so an `ended` batch whose results were

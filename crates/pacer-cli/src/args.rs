@@ -50,6 +50,17 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A local OpenAI- and Anthropic-compatible gateway that queues instead of answering 429.
     Serve(ServeArgs),
+    /// Cancel a job's batches running at the provider (sent with `run --via batch`).
+    Cancel(CancelArgs),
+}
+
+/// How `pacer run` sends requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViaArg {
+    /// One HTTP request each, paced: results as they come.
+    Live,
+    /// Through OpenAI's Batch API and Anthropic's Message Batches: half price, results within 24 h.
+    Batch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +190,15 @@ pub struct RunArgs {
     /// Run against the built-in simulated provider (the default when no API key is set and no base URL is given).
     #[arg(long)]
     pub simulate: bool,
+    /// Send live (one request each, paced) or through the providers' batch APIs (half price, results within 24 h).
+    #[arg(long, value_enum, default_value_t = ViaArg::Live)]
+    pub via: ViaArg,
+    /// With --via batch: the first wait between polls of a batch; it grows ×1.5 to 5m while nothing changes (default 30s; 1s against the built-in simulator).
+    #[arg(long, value_parser = checks::duration, allow_hyphen_values = true)]
+    pub poll_interval: Option<Duration>,
+    /// With --via batch: at most N requests a batch (below the provider's own limit).
+    #[arg(long, hide = true, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
+    pub batch_max_lines: Option<usize>,
     #[command(flatten)]
     pub input_args: InputArgs,
 }
@@ -188,6 +208,20 @@ pub struct StatusArgs {
     /// The state file (default: the only *.pacer.db in the current folder).
     pub state: Option<PathBuf>,
     /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CancelArgs {
+    /// The state file (default: the only *.pacer.db in the current folder).
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// The batches went to Anthropic ($ANTHROPIC_API_KEY, https://api.anthropic.com/v1).
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+    /// Print as one JSON object.
     #[arg(long)]
     pub json: bool,
 }

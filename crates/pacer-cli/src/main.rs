@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export::export(args),
             Command::Verify(args) => commands::verify::verify(args).await,
             Command::Serve(args) => commands::serve::serve(args).await,
+            Command::Cancel(args) => commands::cancel::cancel(args).await,
         }
     });
     ExitCode::from(match result {

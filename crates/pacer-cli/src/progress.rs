@@ -63,6 +63,7 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
     let mut tally = Tally::new(Instant::now());
     // A run that failed before it started has no progress worth a line.
     let mut started = false;
+    let mut batches = BatchLines::default();
     let mut tick = interval(BAR_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -71,6 +72,9 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
                 Some(ev) => {
                     panic_if_asked();
                     started = true;
+                    if let Some(line) = batches.line(&ev, Instant::now()) {
+                        say(&display, &line);
+                    }
                     tally.apply(Instant::now(), &ev)
                 }
                 None => break,
@@ -84,6 +88,84 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
     if let Display::Bar(pb) = &display {
         // Leave the bar where it is: a stopped run is not 100%.
         pb.abandon();
+    }
+}
+
+/// A line of its own, above the bar or among the plain lines.
+fn say(display: &Display, line: &str) {
+    match display {
+        Display::Bar(pb) => pb.println(format!("pacer: {line}")),
+        Display::Plain { .. } => eprintln!("pacer: {line}"),
+        Display::None => {}
+    }
+}
+
+/// Lines for batch events: each submission, status change and end; counts
+/// at most every [`PLAIN_EVERY`] a batch.
+#[derive(Default)]
+struct BatchLines {
+    /// Per batch: the status last shown, and when counts were last shown.
+    shown: std::collections::HashMap<i64, (String, Instant)>,
+}
+
+impl BatchLines {
+    fn line(&mut self, ev: &Event, now: Instant) -> Option<String> {
+        match ev {
+            Event::BatchSubmitted {
+                batch,
+                api,
+                model,
+                requests,
+                id,
+            } => Some(format!(
+                "batch {batch} submitted: {requests} {} requests to the {api} batch API ({id})",
+                model.as_deref().unwrap_or("(no model)")
+            )),
+            Event::BatchProgress {
+                batch,
+                status,
+                processed,
+                failed,
+                total,
+            } => {
+                let shown = self.shown.get(batch);
+                let new_status = shown.is_none_or(|(s, _)| s != status);
+                let due = shown.is_none_or(|(_, at)| now.duration_since(*at) >= PLAIN_EVERY);
+                if !new_status && !due {
+                    return None;
+                }
+                self.shown.insert(*batch, (status.clone(), now));
+                Some(format!(
+                    "batch {batch} {status}: {processed}/{total} processed, {failed} failed"
+                ))
+            }
+            Event::BatchEnded {
+                batch,
+                status,
+                succeeded,
+                failed,
+                requeued,
+            } => {
+                self.shown.remove(batch);
+                let again = if *requeued > 0 {
+                    format!(", {requeued} to go again in a later batch")
+                } else {
+                    String::new()
+                };
+                Some(format!(
+                    "batch {batch} results written ({status}): {succeeded} succeeded, {failed} failed{again}"
+                ))
+            }
+            Event::BatchDeferred {
+                batch,
+                model,
+                reason,
+            } => Some(format!(
+                "batch {batch} deferred: the provider will not take more {} work yet ({reason}); its requests wait for a later batch",
+                model.as_deref().unwrap_or("(no model)")
+            )),
+            _ => None,
+        }
     }
 }
 

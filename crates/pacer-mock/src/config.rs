@@ -96,6 +96,33 @@ fn parse_window(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--batch-speed N`: requests per second, above 0.
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let f: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of requests per second: {s:?}"))?;
+    if f > 0.0 && f.is_finite() {
+        Ok(f)
+    } else {
+        Err(format!("a speed is above 0 requests per second, got {s}"))
+    }
+}
+
+/// `--batch-expire-after S`: seconds (fractions allowed), above 0.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let f: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    if f > 0.0 {
+        Duration::try_from_secs_f64(f).map_err(|_| format!("not a valid number of seconds: {s}"))
+    } else {
+        Err(format!("must be above 0 seconds, got {s}"))
+    }
+}
+
+/// Batches expire 24 hours after creation, as both providers' do.
+pub const DEFAULT_BATCH_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
 fn parse_positive(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -188,6 +215,34 @@ pub struct MockConfig {
     /// Share of streams ended early, without their final event or [DONE].
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
     pub stream_cut_rate: f64,
+
+    /// Batch APIs (OpenAI /v1/files + /v1/batches, Anthropic /v1/messages/batches):
+    /// requests per second each batch is processed at, once validated.
+    #[arg(long, value_name = "N", default_value_t = 1000.0, value_parser = parse_speed)]
+    pub batch_speed: f64,
+
+    /// Share of batch lines answered 500 server_error (Anthropic: errored, api_error), a
+    /// retryable failure; resubmitted lines roll fresh dice. Lines with an invalid body
+    /// always get a non-retryable 400 (invalid_request_error).
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    pub batch_line_error_rate: f64,
+
+    /// Seconds after creation at which a batch expires (default: 24 hours): lines not
+    /// processed by then end expired (OpenAI: batch `expired`, `batch_expired` in the
+    /// error file; Anthropic: results of type `expired`).
+    #[arg(long, value_name = "SECONDS", default_value = "86400", value_parser = parse_seconds)]
+    pub batch_expire_after: Duration,
+
+    /// OpenAI enqueued-token limit per model and key: the prompt + max_tokens × n of every
+    /// line of batches not yet finished. A batch that would exceed it fails validation with
+    /// `token_limit_exceeded`.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub batch_token_limit: Option<u64>,
+
+    /// Milliseconds a batch spends validating (at least: also while its lines are answered;
+    /// Anthropic batches wait as long before processing, in_progress), finalizing and cancelling.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub batch_phase: u64,
 }
 
 impl Default for MockConfig {
@@ -214,6 +269,11 @@ impl Default for MockConfig {
             seed: None,
             chunk_delay: 0,
             stream_cut_rate: 0.0,
+            batch_speed: 1000.0,
+            batch_line_error_rate: 0.0,
+            batch_expire_after: DEFAULT_BATCH_EXPIRY,
+            batch_token_limit: None,
+            batch_phase: 100,
         }
     }
 }
@@ -269,6 +329,65 @@ mod tests {
         assert_eq!(m.listen.port(), 8080);
         assert_eq!(m.keys, vec![DEFAULT_KEY]);
         assert_eq!(m.retry_after, RetryAfterStyle::Both);
+        let d = MockConfig::default();
+        assert_eq!(m.batch_speed, d.batch_speed);
+        assert_eq!(m.batch_expire_after, d.batch_expire_after);
+        assert_eq!(m.batch_phase, d.batch_phase);
+        assert_eq!(m.batch_line_error_rate, d.batch_line_error_rate);
+        assert_eq!(m.batch_token_limit, d.batch_token_limit);
+    }
+
+    #[test]
+    fn batch_flags_are_documented() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--batch-speed",
+            "--batch-line-error-rate",
+            "--batch-expire-after",
+            "--batch-token-limit",
+            "--batch-phase",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+        if std::env::var_os("PRINT_HELP").is_some() {
+            println!("{help}");
+        }
+    }
+
+    #[test]
+    fn batch_flags_parse() {
+        let m = Cli::try_parse_from([
+            "mock",
+            "--batch-speed",
+            "2.5",
+            "--batch-line-error-rate",
+            "0.1",
+            "--batch-expire-after",
+            "0.5",
+            "--batch-token-limit",
+            "9000",
+            "--batch-phase",
+            "10",
+        ])
+        .unwrap()
+        .mock;
+        assert_eq!(m.batch_speed, 2.5);
+        assert_eq!(m.batch_line_error_rate, 0.1);
+        assert_eq!(m.batch_expire_after, Duration::from_millis(500));
+        assert_eq!(m.batch_token_limit, Some(9000));
+        assert_eq!(m.batch_phase, 10);
+        for bad in [
+            ["--batch-speed", "0"],
+            ["--batch-expire-after", "0"],
+            ["--batch-line-error-rate", "2"],
+            ["--batch-token-limit", "0"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["mock", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

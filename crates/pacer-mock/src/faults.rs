@@ -74,6 +74,11 @@ impl FaultPlan {
         }
     }
 
+    /// The seed in use (`--seed`, or a random one).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     fn inert(&self) -> bool {
         self.hang + self.error + self.overload + self.reset + self.cut == 0.0
             && !(self.tail && self.latency_ms > 0)

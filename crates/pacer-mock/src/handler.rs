@@ -27,10 +27,13 @@ use crate::limits::{
 };
 use crate::reply::{stream_events, success_body, Endpoint, Reply};
 use crate::state::MockState;
-use crate::stats::{body_key, Fault, Outcome};
+use crate::stats::{body_key, Fault, Outcome, Route};
 
 /// The key a request presents, and whether it presented one at all.
-fn find_key<'h>(state: &MockState, headers: &'h HeaderMap) -> (Option<(&'h str, usize)>, bool) {
+pub(crate) fn find_key<'h>(
+    state: &MockState,
+    headers: &'h HeaderMap,
+) -> (Option<(&'h str, usize)>, bool) {
     let bearer = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -51,7 +54,7 @@ fn find_key<'h>(state: &MockState, headers: &'h HeaderMap) -> (Option<(&'h str, 
     (known, given)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -133,7 +136,7 @@ impl<'a> Answer<'a> {
 }
 
 /// Why a body is not a valid request for `endpoint`.
-fn validate(endpoint: Endpoint, body: &Value) -> Result<(), &'static str> {
+pub(crate) fn validate(endpoint: Endpoint, body: &Value) -> Result<(), &'static str> {
     if !body.is_object() {
         return Err(
             "We could not parse the JSON body of your request. The body must be a JSON object.",
@@ -211,7 +214,7 @@ pub(crate) async fn api(
         outcome: Outcome {
             seq,
             at: since_start,
-            endpoint,
+            route: Route::Api(endpoint),
             status: 0,
             fault: None,
             key: None,

@@ -16,6 +16,19 @@
 //! records what it saw ([`Stats`], [`LogEntry`]) so tests can assert on the
 //! peer's view: how many requests, which statuses, how many duplicates.
 //!
+//! It also serves the providers' half-price batch APIs, so a batch client can
+//! be tested end to end without a key: OpenAI's Files and Batch API
+//! (`POST /v1/files`, `GET|DELETE /v1/files/{id}`, `GET /v1/files/{id}/content`,
+//! `POST|GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`)
+//! and Anthropic's Message Batches (`POST|GET /v1/messages/batches`,
+//! `GET|DELETE /v1/messages/batches/{id}`, `.../cancel`, `.../results`). A
+//! batch line's result is exactly what a live call of the same request gets
+//! (same text, same usage); the simulator's clock moves batches through their
+//! states at `--batch-speed` lines a second, and `--batch-line-error-rate`,
+//! `--batch-expire-after` and `--batch-token-limit` make them fail as the real
+//! ones do. Batches never touch the live limits. [`Stats`] counts uploads,
+//! batches, processed lines and batch inputs submitted twice.
+//!
 //! It must never be the bottleneck of a benchmark: shared state is atomics
 //! and short mutex sections, and reply token counts come from a table.
 //!
@@ -28,6 +41,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod config;
 mod error;
 mod error_body;
@@ -40,7 +54,9 @@ mod state;
 mod stats;
 pub mod tokens;
 
-pub use config::{ChargeMode, MockConfig, Outage, RetryAfterStyle, DEFAULT_KEY};
+pub use config::{
+    ChargeMode, MockConfig, Outage, RetryAfterStyle, DEFAULT_BATCH_EXPIRY, DEFAULT_KEY,
+};
 pub use error::MockError;
 pub use reply::{expected_embedding, expected_reply};
 pub use server::{router, run_until_ctrl_c, MockHandle, MockServer};

@@ -38,7 +38,7 @@ impl std::fmt::Debug for MockHandle {
 impl MockHandle {
     /// The counters `GET /mock/stats` returns.
     pub fn stats(&self) -> Stats {
-        self.0.recorder.stats()
+        self.0.stats()
     }
 
     /// The request log `GET /mock/log` returns, in arrival order.
@@ -79,9 +79,10 @@ pub fn router(config: MockConfig) -> (Router, MockHandle) {
         app = app.route(endpoint.path(), endpoint_route(endpoint));
     }
     let app = app
+        .merge(crate::batch::routes())
         .route(
             "/mock/stats",
-            get(|State(s): State<Arc<MockState>>| async move { Json(s.recorder.stats()) }),
+            get(|State(s): State<Arc<MockState>>| async move { Json(s.stats()) }),
         )
         .route(
             "/mock/log",

@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::batch::BatchStore;
 use crate::config::MockConfig;
 use crate::faults::FaultPlan;
 use crate::limits::{Capacity, RateLimiter};
-use crate::stats::Recorder;
+use crate::stats::{Recorder, Stats};
 
 /// Built once at start; everything mutable inside is an atomic or a short
 /// mutex section, so handlers never wait on each other across an `.await`.
@@ -22,6 +23,8 @@ pub(crate) struct MockState {
     pub limiter: RateLimiter,
     pub recorder: Recorder,
     pub faults: FaultPlan,
+    /// Files and batches (OpenAI's and Anthropic's batch APIs).
+    pub batches: BatchStore,
     /// The next request's arrival number.
     pub seq: AtomicU64,
     /// Flips to `true` on shutdown, so hung requests let the server stop.
@@ -39,7 +42,9 @@ impl MockState {
             .enumerate()
             .map(|(i, k)| (k.clone(), i))
             .collect();
+        let faults = FaultPlan::new(&config);
         MockState {
+            batches: BatchStore::new(&config, started, faults.seed()),
             limiter: RateLimiter::new(
                 &config.keys,
                 config.rpm,
@@ -48,12 +53,21 @@ impl MockState {
                 started,
             ),
             recorder: Recorder::new(&config.keys),
-            faults: FaultPlan::new(&config),
+            faults,
             keys,
             started,
             seq: AtomicU64::new(0),
             shutdown: watch::Sender::new(false),
             config,
         }
+    }
+}
+
+impl MockState {
+    /// The counters, batches brought up to now.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.recorder.stats();
+        self.batches.fill_stats(&mut stats);
+        stats
     }
 }

@@ -50,6 +50,31 @@ pub struct Stats {
     pub resets: u64,
     /// Streams ended without their final event (`--stream-cut-rate`).
     pub stream_cuts: u64,
+    /// Files uploaded with `POST /v1/files`.
+    pub files_uploaded: u64,
+    /// OpenAI batches created with `POST /v1/batches` (including those that
+    /// later fail validation).
+    pub batches_created: u64,
+    /// Anthropic Message Batches created with `POST /v1/messages/batches`.
+    pub message_batches_created: u64,
+    /// Batch lines processed, answered or errored (expired, cancelled and
+    /// never validated lines are not processed).
+    pub batch_lines: u64,
+    /// Prompt tokens in the usage of successfully processed batch lines.
+    pub batch_prompt_tokens: u64,
+    /// Completion tokens in the usage of successfully processed batch lines.
+    pub batch_completion_tokens: u64,
+    /// Batches (of either provider) that passed validation although an
+    /// earlier batch with the same input had passed validation and was still
+    /// unfinished, or had answered at least one line successfully: work
+    /// submitted twice. The same input is the same input file content
+    /// (blake3 of its bytes) or the same set of Anthropic requests
+    /// (custom_id and params, in any order). Resubmitting a batch whose every
+    /// line failed, expired or was cancelled is a retry and is not counted.
+    pub duplicate_batch_inputs: u64,
+    /// Batch lines answered 200 whose request (url and body) had already
+    /// been answered 200 in a batch line: work done twice across batches.
+    pub duplicate_batch_successes: u64,
 }
 
 /// A deliberate fault applied to an answer.
@@ -64,6 +89,28 @@ pub enum Fault {
     Cut,
 }
 
+/// What a request was sent to: a simulated API endpoint, or another path
+/// (the batch and file APIs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route<'a> {
+    Api(Endpoint),
+    Path(&'a str),
+}
+
+enum StoredRoute {
+    Api(Endpoint),
+    Path(Box<str>),
+}
+
+impl StoredRoute {
+    fn path(&self) -> &str {
+        match self {
+            StoredRoute::Api(e) => e.path(),
+            StoredRoute::Path(p) => p,
+        }
+    }
+}
+
 /// One line of `GET /mock/log`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -71,7 +118,8 @@ pub struct LogEntry {
     pub seq: u64,
     /// Milliseconds since the server started (on tokio's clock).
     pub at_ms: u64,
-    /// The endpoint path.
+    /// The request path without its query (`/v1/chat/completions`,
+    /// `/v1/batches/batch_…`, `/v1/files`...).
     pub path: String,
     /// The status sent; 0 when the request was never answered.
     pub status: u16,
@@ -107,7 +155,7 @@ pub(crate) fn key_fingerprint(key: &str) -> String {
 pub(crate) struct Outcome<'a> {
     pub seq: u64,
     pub at: Duration,
-    pub endpoint: Endpoint,
+    pub route: Route<'a>,
     pub status: u16,
     pub fault: Option<Fault>,
     pub key: Option<usize>,
@@ -120,7 +168,7 @@ pub(crate) struct Outcome<'a> {
 struct CompactEntry {
     seq: u64,
     at_ms: u64,
-    endpoint: Endpoint,
+    route: StoredRoute,
     status: u16,
     fault: Option<Fault>,
     client_request_id: Option<Box<str>>,
@@ -238,7 +286,10 @@ impl Recorder {
             g.log.push(CompactEntry {
                 seq: o.seq,
                 at_ms: o.at.as_millis() as u64,
-                endpoint: o.endpoint,
+                route: match o.route {
+                    Route::Api(e) => StoredRoute::Api(e),
+                    Route::Path(p) => StoredRoute::Path(p.into()),
+                },
                 status: if o.fault == Some(Fault::Hang) {
                     0
                 } else {
@@ -278,6 +329,7 @@ impl Recorder {
             hangs: g.hangs,
             resets: g.resets,
             stream_cuts: g.stream_cuts,
+            ..Stats::default()
         }
     }
 
@@ -293,7 +345,7 @@ impl Recorder {
             .map(|e| LogEntry {
                 seq: e.seq,
                 at_ms: e.at_ms,
-                path: e.endpoint.path().to_string(),
+                path: e.route.path().to_string(),
                 status: e.status,
                 fault: e.fault,
                 client_request_id: e.client_request_id.as_deref().map(str::to_string),
@@ -315,7 +367,7 @@ mod tests {
         Outcome {
             seq,
             at: Duration::from_millis(seq),
-            endpoint: Endpoint::ChatCompletions,
+            route: Route::Api(Endpoint::ChatCompletions),
             status,
             fault: None,
             key: Some(0),

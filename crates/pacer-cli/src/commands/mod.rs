@@ -2,6 +2,7 @@
 //! say how it ended. Errors go back to main.rs, which prints them and picks
 //! the exit status.
 
+pub mod cancel;
 pub mod estimate;
 pub mod export;
 pub mod mock;

@@ -1,15 +1,16 @@
 //! `pacer run`: send a batch, paced, retried and resumable.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{default_base_url, endpoint, prices, source_options, Endpoint};
-use crate::args::{ProviderArg, RunArgs};
+use super::{default_base_url, endpoint, prices, source_options, Endpoint, UsageError};
+use crate::args::{ProviderArg, RunArgs, ViaArg};
 use crate::progress::Reporter;
 use crate::Outcome;
-use pacer::engine::{Limits, RunConfig};
+use pacer::engine::{BatchOptions, Limits, RunConfig, Via};
 use pacer::retry::RetryPolicy;
 use pacer::transport::{ApiKey, TransportConfig};
 
@@ -37,6 +38,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     cfg.max_cost = args.max_cost;
     cfg.verify = !args.no_verify;
     cfg.max_retry_time = args.max_retry_time;
+    if args.via == ViaArg::Live {
+        for (set, flag) in [
+            (args.poll_interval.is_some(), "--poll-interval"),
+            (args.batch_max_lines.is_some(), "--batch-max-lines"),
+        ] {
+            if set {
+                return Err(UsageError(format!("{flag} applies to --via batch only")).into());
+            }
+        }
+    } else if args.stream {
+        return Err(UsageError(
+            "--stream applies to --via live only: batch APIs do not stream".into(),
+        )
+        .into());
+    }
 
     let anthropic = args.input_args.provider == Some(ProviderArg::Anthropic);
     let Endpoint {
@@ -52,8 +68,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         let mock = pacer_mock::MockServer::start(demo_mock_config())
             .await
             .context("starting the simulated provider")?;
+        let what = if args.via == ViaArg::Batch {
+            "its batch APIs process 1,000 requests a second a batch"
+        } else {
+            "rpm 1200, tpm 400000, 2% errors, 1% overloads, ~250 ms latency"
+        };
         eprintln!(
-            "pacer: no ${key_env} and no --base-url: rehearsing against the built-in simulated provider at {} (rpm 1200, tpm 400000, 2% errors, 1% overloads, ~250 ms latency)",
+            "pacer: no ${key_env} and no --base-url: rehearsing against the built-in simulated provider at {} ({what})",
             mock.base_url()
         );
         let url = mock.base_url();
@@ -65,6 +86,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             key,
         )
     };
+    if args.via == ViaArg::Batch {
+        cfg.via = Via::Batch(BatchOptions {
+            // The simulator finishes batches in seconds, a provider in hours.
+            poll_interval: args.poll_interval.unwrap_or(if simulate {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(30)
+            }),
+            max_lines: args.batch_max_lines,
+        });
+    }
+    cfg.fresh_provider = simulate;
     cfg.transport = TransportConfig {
         base_url,
         api_key: key.map(|k| ApiKey::from_env(&key_env, k)),
@@ -80,7 +113,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     // save. Second: leave at once (the state is safe either way).
     super::on_stop_signal(
         cancel.clone(),
-        "\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)",
+        if args.via == ViaArg::Batch {
+            "\npacer: stopping: saving; submitted batches keep running at the provider (Ctrl-C again to quit at once; the state is safe either way)"
+        } else {
+            "\npacer: stopping: finishing in-flight requests and saving (Ctrl-C again to quit at once; the state is safe either way)"
+        },
         "pacer: quitting at once; rerun the same command to resume",
     );
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -100,6 +137,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(reason) = &report.stop {
         eprintln!("pacer: stopped: {reason}");
+    }
+    if report.open_batches > 0 && outcome == Outcome::Stopped {
+        let n = report.open_batches;
+        let (noun, verb) = if n == 1 {
+            ("batch", "keeps")
+        } else {
+            ("batches", "keep")
+        };
+        if simulate {
+            eprintln!("pacer: {n} {noun} of the built-in simulator end with this run; rerunning the same command sends their requests again");
+        } else {
+            eprintln!("pacer: {n} {noun} {verb} running at the provider: rerunning the same command picks them up (or `pacer cancel` cancels them)");
+        }
     }
     Ok(outcome)
 }

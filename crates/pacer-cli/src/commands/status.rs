@@ -30,8 +30,43 @@ pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
             c.prompt_tokens, c.completion_tokens
         );
         println!("spent:     {}", pacer::cost::format_usd(c.spent_usd));
+        if !report.batches.is_empty() {
+            println!("batches:");
+            for b in &report.batches {
+                println!("  {}", batch_line(b));
+            }
+        }
     }
     Ok(Outcome::Done)
+}
+
+/// `3  openai  gpt-4o-mini  500 requests  submitted (in_progress)  batch_abc  since 2026-12-01 17:16:13 UTC`
+fn batch_line(b: &pacer::store::BatchRow) -> String {
+    let status = b
+        .status
+        .as_deref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    let since = pacer::store::format_time(b.updated_at);
+    let error = b
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!(
+        "{:>4}  {:<9}  {:<24}  {:>7} requests  {}{status}  {}  since {since}{error}",
+        b.id,
+        b.api,
+        b.model.as_deref().unwrap_or("(none)"),
+        b.lines,
+        b.state,
+        b.batch_id.as_deref().unwrap_or("-"),
+    )
+}
+
+/// The only `*.pacer.db` in the current folder.
+pub(crate) fn default_state() -> anyhow::Result<PathBuf> {
+    find_state()
 }
 
 /// The only `*.pacer.db` in the current folder.

@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod batch;
+mod batch_api;
 mod durability;
 mod flags;
 mod hostile;

@@ -103,6 +103,17 @@ impl Budget {
         Ok(Reservation { amount: needed })
     }
 
+    /// Reserve `usd` that is committed already and cannot be refused: a
+    /// provider batch submitted by an earlier run, still running. It may
+    /// take the budget past its cap (the cap was lowered since); nothing
+    /// more is admitted until it settles.
+    pub fn reserve_committed(&mut self, usd: f64) -> Reservation {
+        let amount = if usd.is_finite() { usd.max(0.0) } else { 0.0 };
+        self.reserved += amount;
+        self.outstanding += 1;
+        Reservation { amount }
+    }
+
     /// The request was answered and cost `actual_usd`.
     pub fn settle(&mut self, r: Reservation, actual_usd: f64) {
         self.give_back(r);
@@ -198,6 +209,22 @@ mod tests {
         assert_eq!(b.reserved(), 0.0);
         // A request bigger than the whole cap is refused even with nothing spent.
         assert!(Budget::new(0.01).try_reserve(0.02).is_err());
+    }
+
+    #[test]
+    fn money_committed_earlier_is_reserved_even_past_the_cap() {
+        // A batch submitted by an earlier run, with the cap lowered since.
+        let mut b = Budget::with_spent(1.0, 0.5);
+        let open = b.reserve_committed(0.8);
+        assert!((b.reserved() - 0.8).abs() < 1e-12);
+        assert_eq!(b.remaining(), 0.0);
+        assert!(b.try_reserve(0.01).is_err());
+        b.settle(open, 0.3);
+        assert!((b.spent() - 0.8).abs() < 1e-12);
+        assert!(b.try_reserve(0.2).is_ok());
+        // A worst case that is not a number reserves nothing.
+        let r = Budget::new(1.0).reserve_committed(f64::NAN);
+        assert_eq!(r.amount(), 0.0);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct ModelEstimate {
     pub cost_min_usd: Option<f64>,
     pub cost_expected_usd: Option<f64>,
     pub cost_max_usd: Option<f64>,
+    /// The same through a batch API (`--via batch`), at batch prices.
+    pub batch_cost_min_usd: Option<f64>,
+    pub batch_cost_expected_usd: Option<f64>,
+    pub batch_cost_max_usd: Option<f64>,
 }
 
 /// What `pacer estimate` reports: tokens, a cost range and the shortest
@@ -58,6 +62,12 @@ pub struct EstimateReport {
     pub cost_min_usd: Option<f64>,
     pub cost_max_usd: Option<f64>,
     pub cost_expected_usd: Option<f64>,
+    /// The same range through a batch API (`pacer run --via batch`), at
+    /// batch prices ([`Price::batch`]: half the live price unless the
+    /// prices file says otherwise).
+    pub batch_cost_min_usd: Option<f64>,
+    pub batch_cost_max_usd: Option<f64>,
+    pub batch_cost_expected_usd: Option<f64>,
     /// The physical limit: the most binding of `requests / rate` and
     /// `charged tokens / tpm`, in seconds. A conservative lower bound: the
     /// provider's first burst is not subtracted. 0 when no limit is given.
@@ -114,16 +124,22 @@ pub fn estimate<I: IntoIterator<Item = RequestSpec>>(
     };
     let by_model: Vec<ModelEstimate> = models
         .into_iter()
-        .map(|(model, s)| ModelEstimate {
-            model: display_model(&model).to_string(),
-            requests: s.requests,
-            input_tokens: s.input,
-            expected_output_tokens: s.expected_output,
-            max_output_tokens: s.max_output,
-            price: s.price,
-            cost_min_usd: cost(s.price, s.input, 0),
-            cost_expected_usd: cost(s.price, s.input, s.expected_output),
-            cost_max_usd: cost(s.price, s.input, s.max_output),
+        .map(|(model, s)| {
+            let batch = s.price.map(|p| p.batch());
+            ModelEstimate {
+                model: display_model(&model).to_string(),
+                requests: s.requests,
+                input_tokens: s.input,
+                expected_output_tokens: s.expected_output,
+                max_output_tokens: s.max_output,
+                price: s.price,
+                cost_min_usd: cost(s.price, s.input, 0),
+                cost_expected_usd: cost(s.price, s.input, s.expected_output),
+                cost_max_usd: cost(s.price, s.input, s.max_output),
+                batch_cost_min_usd: cost(batch, s.input, 0),
+                batch_cost_expected_usd: cost(batch, s.input, s.expected_output),
+                batch_cost_max_usd: cost(batch, s.input, s.max_output),
+            }
         })
         .collect();
     let unknown_models: Vec<String> = by_model
@@ -160,6 +176,9 @@ pub fn estimate<I: IntoIterator<Item = RequestSpec>>(
         cost_min_usd: total(|m| m.cost_min_usd),
         cost_max_usd: total(|m| m.cost_max_usd),
         cost_expected_usd: total(|m| m.cost_expected_usd),
+        batch_cost_min_usd: total(|m| m.batch_cost_min_usd),
+        batch_cost_max_usd: total(|m| m.batch_cost_max_usd),
+        batch_cost_expected_usd: total(|m| m.batch_cost_expected_usd),
         min_duration_s,
         duration_bound_by,
         by_model,
@@ -180,14 +199,23 @@ impl EstimateReport {
             thousands(self.expected_output_tokens),
             thousands(self.max_output_tokens)
         );
-        let cost = match (self.cost_min_usd, self.cost_expected_usd, self.cost_max_usd) {
-            (Some(min), Some(exp), Some(max)) => format!(
+        let range = |min: Option<f64>, exp: Option<f64>, max: Option<f64>| match (min, exp, max) {
+            (Some(min), Some(exp), Some(max)) => Some(format!(
                 "{} to {} (expected {})",
                 format_usd(min),
                 format_usd(max),
                 format_usd(exp)
-            ),
-            _ => {
+            )),
+            _ => None,
+        };
+        let batch = range(
+            self.batch_cost_min_usd,
+            self.batch_cost_expected_usd,
+            self.batch_cost_max_usd,
+        );
+        let cost = match range(self.cost_min_usd, self.cost_expected_usd, self.cost_max_usd) {
+            Some(live) => live,
+            None => {
                 let n = self.unknown_models.len();
                 let (noun, verb) = if n == 1 {
                     ("model", "has")
@@ -201,6 +229,12 @@ impl EstimateReport {
             }
         };
         let _ = writeln!(out, "cost              {cost}");
+        if let Some(batch) = batch {
+            let _ = writeln!(
+                out,
+                "batch cost        {batch} with --via batch (results within 24 h)"
+            );
+        }
         let duration = match &self.duration_bound_by {
             Some(limit) => format!(
                 "{} (set by --{limit}; a lower bound: the provider's first burst is not subtracted)",
@@ -220,26 +254,28 @@ impl EstimateReport {
                 .max(5);
             let _ = writeln!(
                 out,
-                "\n{:<width$}  {:>10}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}",
+                "\n{:<width$}  {:>10}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}  {:>14}",
                 "model",
                 "requests",
                 "input tokens",
                 "max output",
                 "cost min",
                 "expected",
-                "cost max"
+                "cost max",
+                "batch expected"
             );
             for m in &self.by_model {
                 let _ = writeln!(
                     out,
-                    "{:<width$}  {:>10}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}",
+                    "{:<width$}  {:>10}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}  {:>14}",
                     m.model,
                     thousands(m.requests),
                     thousands(m.input_tokens),
                     thousands(m.max_output_tokens),
                     usd(m.cost_min_usd),
                     usd(m.cost_expected_usd),
-                    usd(m.cost_max_usd)
+                    usd(m.cost_max_usd),
+                    usd(m.batch_cost_expected_usd)
                 );
             }
         }
@@ -433,6 +469,16 @@ mod tests {
         assert!(text.contains("requests          3"), "{text}");
         assert!(text.contains("2,500,000"), "{text}");
         assert!(text.contains("$0.3100 to $0.3107"), "{text}");
+        // The batch route, side by side: half of each figure.
+        assert!(
+            text.contains("batch cost        $0.1550 to $0.1553"),
+            "{text}"
+        );
+        assert!(close(r.batch_cost_max_usd, r.cost_max_usd.unwrap() / 2.0));
+        assert!(close(
+            r.batch_cost_expected_usd,
+            r.cost_expected_usd.unwrap() / 2.0
+        ));
         assert!(text.contains("first burst is not subtracted"), "{text}");
         assert!(text.contains("256"), "{text}");
         assert_eq!(thousands(0), "0");

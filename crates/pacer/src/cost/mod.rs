@@ -28,5 +28,5 @@ pub use estimate::{
     estimate, EstimateLimits, EstimateReport, ModelEstimate, EXPECTED_OUTPUT_TOKENS_PER_REQUEST,
 };
 pub use meter::{format_usd, CostMeter, ModelSpend};
-pub use price::{Price, PriceTable};
+pub use price::{Price, PriceTable, BATCH_DISCOUNT};
 pub use usage::Usage;

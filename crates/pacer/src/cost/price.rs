@@ -19,7 +19,19 @@ pub struct Price {
     pub cached_input: Option<f64>,
     /// Completion (generated) tokens, reasoning tokens included.
     pub output: f64,
+    /// Prompt tokens sent through a provider's batch API (OpenAI's Batch
+    /// API, Anthropic's Message Batches); `None` means half of `input`, the
+    /// discount both providers give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_input: Option<f64>,
+    /// Completion tokens through a batch API; `None` means half of `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_output: Option<f64>,
 }
+
+/// What a batch API charges against the live price when a price file does
+/// not say: OpenAI and Anthropic both bill batches at 50%.
+pub const BATCH_DISCOUNT: f64 = 0.5;
 
 impl Price {
     /// Const constructor for the built-in table.
@@ -28,6 +40,23 @@ impl Price {
             input,
             cached_input,
             output,
+            batch_input: None,
+            batch_output: None,
+        }
+    }
+
+    /// The price of the same tokens sent through a batch API: `batch_input`
+    /// and `batch_output` where given, else half the live price; cached
+    /// prompt tokens at half their live price (never above the batch input
+    /// price).
+    pub fn batch(&self) -> Price {
+        let input = self.batch_input.unwrap_or(self.input * BATCH_DISCOUNT);
+        Price {
+            input,
+            cached_input: self.cached_input.map(|c| (c * BATCH_DISCOUNT).min(input)),
+            output: self.batch_output.unwrap_or(self.output * BATCH_DISCOUNT),
+            batch_input: None,
+            batch_output: None,
         }
     }
 
@@ -108,6 +137,18 @@ impl PriceTable {
         self.rows.is_empty()
     }
 
+    /// The same table at batch prices ([`Price::batch`]): what a `--via
+    /// batch` run is charged.
+    pub fn batch_prices(&self) -> PriceTable {
+        PriceTable {
+            rows: self
+                .rows
+                .iter()
+                .map(|(k, (name, price))| (k.clone(), (name.clone(), price.batch())))
+                .collect(),
+        }
+    }
+
     /// Every model and its price, sorted by name.
     pub fn models(&self) -> Vec<(&str, Price)> {
         let mut all: Vec<(&str, Price)> = self
@@ -169,6 +210,8 @@ fn validate(path: &Path, model: &str, price: &Price) -> Result<(), CostError> {
         ("input", Some(price.input)),
         ("cached_input", price.cached_input),
         ("output", Some(price.output)),
+        ("batch_input", price.batch_input),
+        ("batch_output", price.batch_output),
     ];
     for (field, value) in fields {
         if let Some(v) = value {
@@ -451,6 +494,35 @@ mod tests {
         assert!(matches!(err, CostError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/prices.toml"));
         assert_eq!(table.lookup("a"), None);
+    }
+
+    #[test]
+    fn batch_prices_are_half_unless_a_file_says_otherwise() {
+        let mini = PriceTable::builtin().lookup("gpt-4o-mini").unwrap();
+        let batch = mini.batch();
+        assert!(close(batch.input, mini.input / 2.0));
+        assert!(close(batch.output, mini.output / 2.0));
+        assert!(close(
+            batch.cached_input.unwrap(),
+            mini.cached_input.unwrap() / 2.0
+        ));
+        // A batch costs half the live price of the same usage.
+        let u = usage(1000, 200, 500);
+        assert!(close(batch.cost(&u), mini.cost(&u) / 2.0));
+        let f = write_file(
+            "[models.\"relay-model\"]\ninput = 1\noutput = 4\nbatch_input = 0.8\nbatch_output = 1\n",
+        );
+        let mut table = PriceTable::builtin();
+        table.load_overrides(f.path()).unwrap();
+        let relay = table.batch_prices().lookup("relay-model").unwrap();
+        assert_eq!((relay.input, relay.output), (0.8, 1.0));
+        assert_eq!(
+            table.batch_prices().lookup("gpt-4o-mini").unwrap(),
+            mini.batch()
+        );
+        let bad = write_file("[models.\"a\"]\ninput = 1\noutput = 2\nbatch_output = -1\n");
+        let err = table.load_overrides(bad.path()).unwrap_err();
+        assert!(err.to_string().contains("batch_output"), "{err}");
     }
 
     #[test]

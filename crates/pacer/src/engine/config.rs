@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::batch::Via;
 use crate::cost::PriceTable;
 use crate::input::SourceOptions;
 pub use crate::limit::Limits;
@@ -28,6 +29,12 @@ pub struct RunConfig {
     pub grace: Duration,
     /// Check the key (`GET /v1/models`) before the first request.
     pub verify: bool,
+    /// One request at a time (live), or through the providers' batch APIs.
+    pub via: Via,
+    /// The provider was started for this run (the built-in simulator):
+    /// nothing an earlier run sent can be there, so batches recorded as
+    /// sent are forgotten and their requests sent again.
+    pub fresh_provider: bool,
 }
 
 impl RunConfig {
@@ -47,6 +54,8 @@ impl RunConfig {
             prices: PriceTable::builtin(),
             grace: Duration::from_secs(5),
             verify: true,
+            via: Via::Live,
+            fresh_provider: false,
         }
     }
 }

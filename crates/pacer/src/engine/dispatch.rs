@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
 use super::attempt::{attempt, Ctx, Emitter, Stop};
+use super::batch::{Api as BatchApiClient, BatchOptions, Driver, DriverParts, Via};
 use super::item::{Item, Ready};
 use super::pace::{InFlight, Pacer};
 use super::prepare::prepare;
@@ -35,6 +36,9 @@ pub struct RunReport {
     pub stop: Option<StopReason>,
     /// What start-up recovery found.
     pub recovery: Recovery,
+    /// `--via batch`: batches left running at the provider when the run
+    /// stopped (the next run collects them).
+    pub open_batches: u64,
 }
 
 /// Runs (or resumes) the job `cfg` describes until every request is finished
@@ -83,6 +87,7 @@ pub async fn run(
                 summary: emitter.summary(),
                 stop: Some(reason),
                 recovery,
+                open_batches: 0,
             });
         }
     }
@@ -106,6 +111,7 @@ pub async fn run(
                     summary: emitter.summary(),
                     stop: Some(reason),
                     recovery,
+                    open_batches: 0,
                 });
             }
             VerifyVerdict::KeyAccepted { models, limits } => {
@@ -132,6 +138,22 @@ pub async fn run(
     let reader = JobStore::open(&cfg.state)?;
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
+    if let Via::Batch(options) = &cfg.via {
+        let batches = Batches {
+            options: options.clone(),
+            transport,
+            reader,
+            writer,
+            durable: durable_rx,
+            emitter: emitter.clone(),
+            budget: budget.map(|b| b.into_inner().expect("budget lock")),
+            remaining: counts.pending + counts.in_flight,
+            reached,
+            job: prepared.job_id.clone().unwrap_or_default(),
+        };
+        let (stop, open_batches) = run_batches(&cfg, batches, cancel).await?;
+        return final_report(&cfg, &emitter, stop, recovery, open_batches);
+    }
     let (retry_tx, retry_rx) = mpsc::unbounded_channel();
     let (due_tx, due_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
@@ -204,7 +226,18 @@ pub async fn run(
     let _ = tracker.await;
     dispatched?;
     closed?;
+    final_report(&cfg, &emitter, stop, recovery, 0)
+}
 
+/// The report of a finished run: the tally's summary with the totals read
+/// back from the state (over every run).
+fn final_report(
+    cfg: &RunConfig,
+    emitter: &Emitter,
+    stop: Option<StopReason>,
+    recovery: Recovery,
+    open_batches: u64,
+) -> Result<RunReport, EngineError> {
     let mut summary = emitter.summary();
     let final_store = JobStore::open(&cfg.state)?;
     let final_counts = final_store.counts()?;
@@ -221,7 +254,75 @@ pub async fn run(
         summary,
         stop,
         recovery,
+        open_batches,
     })
+}
+
+/// What a batch run takes over from the start-up shared with live runs.
+struct Batches {
+    options: BatchOptions,
+    transport: Transport,
+    reader: JobStore,
+    writer: Writer,
+    durable: mpsc::UnboundedReceiver<Durable>,
+    emitter: Arc<Emitter>,
+    budget: Option<Budget>,
+    remaining: u64,
+    reached: bool,
+    job: String,
+}
+
+/// `--via batch`: the batch driver in place of the dispatcher, with the
+/// same writer, output, events and stop signal. Returns why the run
+/// stopped, if it did, and the batches left at the provider.
+async fn run_batches(
+    cfg: &RunConfig,
+    b: Batches,
+    cancel: CancellationToken,
+) -> Result<(Option<StopReason>, u64), EngineError> {
+    let tracker = tokio::spawn(track_durable(
+        b.durable,
+        b.remaining,
+        b.emitter.clone(),
+        Arc::new(Notify::new()),
+    ));
+    let stop = Arc::new(Stop::default());
+    let interrupt = {
+        let (stop, events) = (stop.clone(), b.emitter.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            if stop.trigger(StopReason::Interrupted) {
+                events.emit(Event::Stopping {
+                    reason: StopReason::Interrupted.to_string(),
+                });
+            }
+        })
+    };
+    let driver = Driver::new(DriverParts {
+        api: BatchApiClient {
+            transport: b.transport,
+        },
+        writer: b.writer.sender(),
+        reader: b.reader,
+        events: b.emitter.clone(),
+        stop: stop.clone(),
+        budget: b.budget,
+        prices: cfg.prices.batch_prices(),
+        policy: cfg.retry,
+        max_retry_time: cfg.max_retry_time,
+        max_response_bytes: cfg.transport.max_response_bytes,
+        options: b.options,
+        job: b.job,
+        state: cfg.state.clone(),
+        reached: b.reached,
+    });
+    let ended = driver.drive().await;
+    interrupt.abort();
+    let closed = b.writer.close().await;
+    let _ = tracker.await;
+    let end = ended?;
+    closed?;
+    Ok((stop.reason().cloned(), end.open_at_provider))
 }
 
 /// With `--max-cost`, every model of the job needs a price: a budget cannot

@@ -23,6 +23,7 @@
 //! saved so that the same command resumes.
 
 mod attempt;
+pub mod batch;
 mod config;
 mod dispatch;
 mod error;
@@ -32,6 +33,7 @@ mod pace;
 mod prepare;
 mod verify;
 
+pub use batch::{cancel, BatchOptions, CancelReport, Via};
 pub use config::{Limits, RunConfig};
 pub use dispatch::{run, RunReport};
 pub use error::EngineError;

@@ -2,15 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{EngineError, RunConfig};
+use super::{EngineError, RunConfig, Via};
 use crate::input::Source;
-use crate::store::{Counts, JobLock, JobStore, Recovery, StoreError};
+use crate::store::{BatchRow, Counts, JobLock, JobStore, Recovery, StoreError};
 
 /// The state after start-up, ready for the writer.
 pub(crate) struct Prepared {
     pub store: JobStore,
     pub counts: Counts,
     pub recovery: Recovery,
+    /// The job's id for batch metadata (batch runs only).
+    pub job_id: Option<String>,
     /// The job's lock, held until the run's `Prepared` is dropped (at the end
     /// of the run, after the writer closed and the summary was read).
     pub _lock: JobLock,
@@ -53,6 +55,9 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         })?;
     }
     let lock = JobLock::acquire(&cfg.state, chrono::Utc::now())?;
+    if cfg.restart && cfg.state.exists() && !cfg.fresh_provider {
+        refuse_restart_over_running_batches(cfg)?;
+    }
     if cfg.restart {
         remove_state(&cfg.state)?;
         remove_if_exists(&cfg.output)?;
@@ -107,13 +112,118 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         }
     }
     let recovery = store.recover(&cfg.output)?;
+    if cfg.fresh_provider {
+        store.abandon_open_batches(
+            "its provider (the built-in simulator of an earlier run) is gone",
+            chrono::Utc::now().timestamp_millis(),
+        )?;
+    }
+    let job_id = match &cfg.via {
+        Via::Live => {
+            check_live(&mut store, cfg)?;
+            None
+        }
+        Via::Batch(_) => {
+            check_batch(&store, cfg)?;
+            Some(store.job_id(new_job_id)?)
+        }
+    };
     let counts = store.counts()?;
     Ok(Prepared {
         store,
         counts,
         recovery,
+        job_id,
         _lock: lock,
     })
+}
+
+/// `--restart` would forget batches still running at the provider, which
+/// would go on (and be billed) with nobody to collect them: refused until
+/// they are cancelled or over.
+fn refuse_restart_over_running_batches(cfg: &RunConfig) -> Result<(), EngineError> {
+    let store = JobStore::open(&cfg.state)?;
+    let running = store
+        .batches()?
+        .into_iter()
+        .filter(|b| b.state.is_open() && b.maybe_at_provider())
+        .filter(|b| {
+            !matches!(
+                b.status.as_deref(),
+                Some("cancelling" | "canceling" | "cancelled" | "canceled")
+            )
+        })
+        .count();
+    if running > 0 {
+        return Err(EngineError::Config(format!(
+            "--restart would forget {running} batch{} of the job still running at the provider \
+             (and billed): cancel {} first with `pacer cancel {}`, or let the same command \
+             without --restart collect {}",
+            if running == 1 { "" } else { "es" },
+            if running == 1 { "it" } else { "them" },
+            cfg.state.display(),
+            if running == 1 { "it" } else { "them" },
+        )));
+    }
+    Ok(())
+}
+
+/// A live run of a job that went through batches: batches never sent are
+/// dropped (their requests go live), but one the provider may hold must be
+/// collected first, or its requests would be paid for twice.
+fn check_live(store: &mut JobStore, cfg: &RunConfig) -> Result<(), EngineError> {
+    store.drop_unsent_batches()?;
+    let at_provider = store
+        .batches()?
+        .into_iter()
+        .filter(|b| b.state.is_open() && b.maybe_at_provider())
+        .count();
+    if at_provider > 0 {
+        return Err(EngineError::Config(format!(
+            "{at_provider} batch{} of the job in {} {} at the provider (sent with --via batch): rerun with \
+             --via batch to collect {}, or cancel {} with `pacer cancel` and rerun with --via batch, \
+             which writes what finished and sends the rest",
+            if at_provider == 1 { "" } else { "es" },
+            cfg.state.display(),
+            if at_provider == 1 { "is still" } else { "are still" },
+            if at_provider == 1 { "it" } else { "them" },
+            if at_provider == 1 { "it" } else { "them" },
+        )));
+    }
+    Ok(())
+}
+
+/// Every pending request must have a batch API to go to.
+fn check_batch(store: &JobStore, cfg: &RunConfig) -> Result<(), EngineError> {
+    if cfg.transport.stream {
+        return Err(EngineError::Config(
+            "--stream applies to live runs only: batch APIs do not stream".into(),
+        ));
+    }
+    for (url, _) in store.pending_groups()? {
+        if super::batch::route(&url).is_none() {
+            return Err(EngineError::Config(format!(
+                "--via batch: requests to {url} have no batch API (OpenAI's takes /v1/chat/completions, \
+                 /v1/completions, /v1/embeddings and /v1/responses; Anthropic's /v1/messages); \
+                 run them with --via live"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A job's id for batch metadata: unique enough that two jobs never share it.
+fn new_job_id() -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(&rand::random::<[u8; 16]>());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(
+        &chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
+    format!("pj_{}", &h.finalize().to_hex()[..20])
 }
 
 /// What `pacer status` prints.
@@ -122,6 +232,8 @@ pub struct StatusReport {
     pub state: PathBuf,
     #[serde(flatten)]
     pub counts: Counts,
+    /// The job's provider batches (`--via batch`), oldest first.
+    pub batches: Vec<BatchRow>,
 }
 
 /// A run's progress, read from its state file (read-only; safe while it runs).
@@ -136,5 +248,6 @@ pub fn status(state: &Path) -> Result<StatusReport, EngineError> {
     Ok(StatusReport {
         state: state.to_path_buf(),
         counts: store.counts()?,
+        batches: store.batches()?,
     })
 }

@@ -55,4 +55,37 @@ pub enum Event {
     Paused { for_: Duration },
     /// The run stops admitting requests, for this reason.
     Stopping { reason: String },
+    /// A provider batch was created (`--via batch`): local id, API, model,
+    /// requests and the provider's id.
+    BatchSubmitted {
+        batch: i64,
+        api: String,
+        model: Option<String>,
+        requests: u64,
+        id: String,
+    },
+    /// A batch's status or counts at the provider changed.
+    BatchProgress {
+        batch: i64,
+        status: String,
+        processed: u64,
+        failed: u64,
+        total: u64,
+    },
+    /// A batch is over and its results are written: successes, failures
+    /// for good, and requests back to pending for a later batch.
+    BatchEnded {
+        batch: i64,
+        status: String,
+        succeeded: u64,
+        failed: u64,
+        requeued: u64,
+    },
+    /// The provider would not take a batch yet (OpenAI's enqueued-token
+    /// limit): its requests wait for a later batch; not a failure.
+    BatchDeferred {
+        batch: i64,
+        model: Option<String>,
+        reason: String,
+    },
 }

@@ -194,6 +194,12 @@ impl Tally {
             Event::Stopping { reason } => {
                 self.stop_reason.get_or_insert_with(|| reason.clone());
             }
+            // Batches are shown as they happen; their requests count
+            // through `Finished` and `Usage` like any others.
+            Event::BatchSubmitted { .. }
+            | Event::BatchProgress { .. }
+            | Event::BatchEnded { .. }
+            | Event::BatchDeferred { .. } => {}
         }
     }
 

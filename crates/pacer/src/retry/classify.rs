@@ -138,6 +138,13 @@ pub enum StopReason {
         crate::transport::short_duration(*max)
     )]
     WaitTooLong { asked: ServerWait, max: Duration },
+    /// A batch API refused a call, kept failing it, or failed a batch as a
+    /// whole for a reason pacer cannot mend (`--via batch`).
+    #[error(
+        "the provider refused {what}: {detail}; finished results are saved and rerunning the \
+         same command resumes"
+    )]
+    BatchRefused { what: String, detail: String },
 }
 
 /// A long wait for a person to read: "31 years", "3 days", "2h5m", "45s".

@@ -13,6 +13,7 @@ use crate::input::RequestSpec;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_cached_tokens.sql"),
+    include_str!("migrations/0003_batches.sql"),
 ];
 
 /// The most tokens recorded for one request (10^12): far above any real
@@ -203,8 +204,12 @@ impl JobStore {
         Ok(())
     }
 
-    fn err(&self, e: rusqlite::Error) -> StoreError {
+    pub(super) fn err(&self, e: rusqlite::Error) -> StoreError {
         sql(&self.path, e)
+    }
+
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// The state file's path.
@@ -422,8 +427,13 @@ impl JobStore {
         let new_len = recorded + buf.len() as u64;
         tx.execute("DELETE FROM output_queue", [])
             .map_err(|e| sql(&path, e))?;
+        // A request in a provider batch (`batch` set) is still there: the
+        // batch driver collects it. Only live sends were lost in the crash.
         recovery.requeued = tx
-            .execute("UPDATE requests SET state = 0 WHERE state = 1", [])
+            .execute(
+                "UPDATE requests SET state = 0 WHERE state = 1 AND batch IS NULL",
+                [],
+            )
             .map_err(|e| sql(&path, e))? as u64;
         tx.execute(
             "UPDATE meta SET value = CAST(value AS INTEGER) + ?1 WHERE key = 'resent'",

@@ -30,11 +30,16 @@
 //! - **Crash recovery at start-up**, schema migrations in SQL files
 //!   (`migrations/`), `now` never read inside: the store keeps no clocks.
 
+mod batches;
 mod error;
 mod job_store;
 mod lock;
 mod writer;
 
+pub use batches::{
+    format_time, BatchApi, BatchCandidate, BatchCommand, BatchMember, BatchRow, BatchState,
+    NewBatch,
+};
 pub use error::StoreError;
 pub use job_store::{
     Counts, JobStore, PendingCursor, PendingRow, Recovery, RequestState, MAX_TOKENS, MAX_USD,

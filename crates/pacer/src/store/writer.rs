@@ -36,6 +36,8 @@ pub enum Command {
     },
     /// Answered once everything sent before it is durable.
     Flush(oneshot::Sender<()>),
+    /// A change to the job's provider batches (`--via batch`).
+    Batch(super::BatchCommand),
 }
 
 /// A finished request whose output line is durable in the output file.
@@ -246,6 +248,7 @@ impl WriterThread {
                             flushes.push(done);
                             Ok(())
                         }
+                        Command::Batch(cmd) => super::batches::apply(&tx, cmd),
                     }
                     .map_err(|e| sql(&path, e))?;
                 }

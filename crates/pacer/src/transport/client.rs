@@ -53,6 +53,20 @@ impl Default for TransportConfig {
     }
 }
 
+/// The body of a [`Transport::call`].
+#[derive(Debug)]
+pub enum CallBody {
+    Empty,
+    /// JSON bytes.
+    Json(Bytes),
+    /// A body of `len` bytes streamed from elsewhere (an uploaded file).
+    Stream {
+        content_type: HeaderValue,
+        body: reqwest::Body,
+        len: u64,
+    },
+}
+
 /// The provider's HTTP answer to one attempt.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -194,6 +208,116 @@ impl Transport {
         self.exchange(req, None).await
     }
 
+    /// An API call that is not one of the job's requests (the batch APIs'
+    /// files and batches): `method path` with this transport's auth for
+    /// `anthropic`, `body` sent as it is (JSON unless a content type is
+    /// given), the whole answer read within `timeout` and the size limit.
+    /// No redirect is followed.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        anthropic: bool,
+        body: CallBody,
+        timeout: Duration,
+    ) -> Result<Answer, TransportError> {
+        let mut headers = self.headers[usize::from(anthropic)].clone();
+        let req = self.client.request(method, self.endpoint(path));
+        let req = match body {
+            CallBody::Empty => {
+                headers.remove(CONTENT_TYPE);
+                req
+            }
+            CallBody::Json(bytes) => req.body(bytes),
+            CallBody::Stream {
+                content_type,
+                body,
+                len,
+            } => {
+                headers.insert(CONTENT_TYPE, content_type);
+                headers.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(len));
+                req.body(body)
+            }
+        };
+        self.exchange_within(req.headers(headers), None, timeout)
+            .await
+    }
+
+    /// Opens a download (a batch's results) at `url`: a path under the
+    /// base URL, or an absolute URL on the base URL's origin (any other
+    /// address is refused: the key goes to the base URL's origin only).
+    /// Returns once the head is in, within the timeout: the response to
+    /// read with [`Transport::next_chunk`] for a 2xx, else the whole
+    /// (bounded) answer.
+    pub async fn download(
+        &self,
+        url: &str,
+        anthropic: bool,
+    ) -> Result<Result<reqwest::Response, Answer>, TransportError> {
+        let full = if url.contains("://") {
+            if !self.on_base_origin(url) {
+                return Err(TransportError::Other(format!(
+                    "refused to fetch {} with the API key: it is not on the base URL's origin",
+                    display_url(url)
+                )));
+            }
+            url.to_string()
+        } else {
+            self.endpoint(url)
+        };
+        let mut headers = self.headers[usize::from(anthropic)].clone();
+        headers.remove(CONTENT_TYPE);
+        let req = self.client.get(full).headers(headers);
+        let fut = async {
+            let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
+            let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                return Err(TransportError::Redirect {
+                    status,
+                    location: redirect_target(&resp),
+                });
+            }
+            if (200..300).contains(&status) {
+                return Ok(Ok(resp));
+            }
+            let headers = resp.headers().clone();
+            let body = self.read_body(resp).await?;
+            Ok(Err(Answer {
+                status,
+                headers,
+                body,
+            }))
+        };
+        tokio::time::timeout(self.config.timeout, fut)
+            .await
+            .map_err(|_| TransportError::Timeout(self.config.timeout))?
+    }
+
+    /// The next chunk of a download, within the idle timeout.
+    pub async fn next_chunk(
+        &self,
+        resp: &mut reqwest::Response,
+    ) -> Result<Option<Bytes>, TransportError> {
+        let idle = self.config.idle_timeout;
+        tokio::time::timeout(idle, resp.chunk())
+            .await
+            .map_err(|_| TransportError::IdleTimeout(idle))?
+            .map_err(|e| self.body_error(e))
+    }
+
+    /// Whether `url` has the base URL's scheme, host and port.
+    pub fn on_base_origin(&self, url: &str) -> bool {
+        let (Ok(a), Ok(b)) = (
+            reqwest::Url::parse(url),
+            reqwest::Url::parse(&self.config.base_url),
+        ) else {
+            return false;
+        };
+        a.scheme() == b.scheme()
+            && a.host_str() == b.host_str()
+            && a.port_or_known_default() == b.port_or_known_default()
+    }
+
     /// Sends one attempt of a request: `POST path` with JSON `body`.
     /// `client_request_id` goes out as `X-Client-Request-Id` (OpenAI logs it)
     /// when it is a valid header value.
@@ -260,6 +384,15 @@ impl Transport {
             .map_err(|_| TransportError::Timeout(self.config.timeout))?
     }
 
+    /// Maps an error met while reading an answer's body.
+    pub fn body_error(&self, e: reqwest::Error) -> TransportError {
+        if e.is_body() || e.is_decode() {
+            TransportError::StreamCut
+        } else {
+            self.map_reqwest(e)
+        }
+    }
+
     /// Sends a request and takes its answer's head: a redirect is refused
     /// (never followed), and so is a body announced past the size limit.
     async fn head(
@@ -288,6 +421,16 @@ impl Transport {
         req: reqwest::RequestBuilder,
         stream_kind: Option<StreamKind>,
     ) -> Result<Answer, TransportError> {
+        self.exchange_within(req, stream_kind, self.config.timeout)
+            .await
+    }
+
+    async fn exchange_within(
+        &self,
+        req: reqwest::RequestBuilder,
+        stream_kind: Option<StreamKind>,
+        timeout: Duration,
+    ) -> Result<Answer, TransportError> {
         let fut = async {
             let resp = self.head(req).await?;
             let status = resp.status().as_u16();
@@ -302,9 +445,9 @@ impl Transport {
                 body,
             })
         };
-        tokio::time::timeout(self.config.timeout, fut)
+        tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| TransportError::Timeout(self.config.timeout))?
+            .map_err(|_| TransportError::Timeout(timeout))?
     }
 
     /// The whole body, counted chunk by chunk against the limit (a chunked
@@ -943,6 +1086,42 @@ mod tests {
             ANTHROPIC_VERSION
         );
         assert!(anthropic.get(AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn only_the_base_urls_origin_is_fetched_with_the_key() {
+        let t = transport("https://api.anthropic.com/v1".into(), 1, false);
+        assert!(t.on_base_origin("https://api.anthropic.com/v1/messages/batches/b/results"));
+        assert!(t.on_base_origin("https://api.anthropic.com:443/x"));
+        for other in [
+            "http://api.anthropic.com/v1/x",
+            "https://api.anthropic.com:8443/v1/x",
+            "https://evil.example/v1/messages/batches/b/results",
+            "https://api.anthropic.com.evil.example/x",
+            "not a url",
+        ] {
+            assert!(!t.on_base_origin(other), "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_download_off_the_base_origin_is_refused_before_any_request() {
+        let elsewhere =
+            Canned::start(Some(reply("200 OK", &[("content-length", "2")], b"{}"))).await;
+        let t = transport("http://127.0.0.1:9/v1".into(), 1000, false);
+        let e = t
+            .download(
+                &format!("{}/v1/results?key=sk-planted-key", elsewhere.url()),
+                true,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not on the base URL's origin"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("sk-planted-key"), "{e}");
+        assert_eq!(elsewhere.conns.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod sse;
 
 pub(crate) use client::short_duration;
 pub use client::{
-    display_url, join_url, Answer, Transport, TransportConfig, TransportError,
+    display_url, join_url, Answer, CallBody, Transport, TransportConfig, TransportError,
     DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use key::ApiKey;

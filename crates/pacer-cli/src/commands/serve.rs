@@ -46,6 +46,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
+    config.check_upstreams(&addr)?;
     for (name, t) in [
         ("OpenAI-compatible", &config.openai),
         ("Anthropic", &config.anthropic),

@@ -1003,3 +1003,36 @@ async fn a_client_that_leaves_mid_request_frees_its_slot_at_once() {
     }
     assert_eq!(env.stats().requests, 1, "it had reached the simulator");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_pointing_at_the_gateway_itself_is_refused_at_start() {
+    let env = Env::new(gateway_mock(MockConfig::default())).await;
+    // A free port, as a user's shell would still have it in $OPENAI_BASE_URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(BIN)
+            .current_dir(env.dir.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("OPENAI_BASE_URL", format!("http://localhost:{port}/v1"))
+            .env("OPENAI_API_KEY", UPSTREAM_KEY)
+            .env_remove("ANTHROPIC_BASE_URL")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("pacer serve exited")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("own address") && err.contains("OPENAI_BASE_URL"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+    assert_no_key_in("the refusal", &err);
+}

@@ -16,6 +16,12 @@ pub enum GatewayError {
          it would spend the upstream key; give --client-keys FILE, or listen on 127.0.0.1"
     )]
     OpenWithoutKeys { listen: SocketAddr },
+    /// The upstream is the gateway's own address.
+    #[error(
+        "the upstream {url} is this gateway's own address (is $OPENAI_BASE_URL or \
+         $ANTHROPIC_BASE_URL pointing at it?); give --upstream / --anthropic-upstream"
+    )]
+    UpstreamIsSelf { url: String },
     #[error("the state file {}: {problem}", path.display())]
     State { path: PathBuf, problem: String },
     #[error(transparent)]
@@ -32,6 +38,7 @@ impl GatewayError {
             GatewayError::ClientKeys { .. }
                 | GatewayError::OpenWithoutKeys { .. }
                 | GatewayError::State { .. }
+                | GatewayError::UpstreamIsSelf { .. }
         )
     }
 }

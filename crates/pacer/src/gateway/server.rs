@@ -66,6 +66,32 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// Refuses an upstream that is the gateway itself (`$OPENAI_BASE_URL`
+    /// left pointing at the gateway in the shell that starts it): every
+    /// request would come back to the queue it left.
+    pub fn check_upstreams(&self, bound: &SocketAddr) -> Result<(), GatewayError> {
+        for t in [&self.openai, &self.anthropic] {
+            let Ok(url) = reqwest::Url::parse(&t.base_url) else {
+                continue;
+            };
+            let port = url.port_or_known_default();
+            let host = url.host_str().unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let local = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified() || ip == bound.ip());
+            if local && port == Some(bound.port()) {
+                return Err(GatewayError::UpstreamIsSelf {
+                    url: display_url(&t.base_url),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The running gateway's shared state.
 struct App {
     service: Paced<Upstream>,
@@ -720,6 +746,38 @@ mod tests {
             kept,
             ["anthropic-version", "content-type", "openai-organization"]
         );
+    }
+
+    #[test]
+    fn an_upstream_that_is_the_gateway_itself_is_refused() {
+        let config = |openai: &str| ServeConfig {
+            openai: TransportConfig {
+                base_url: openai.into(),
+                ..TransportConfig::default()
+            },
+            anthropic: TransportConfig::default(),
+            limits: Limits::default(),
+            max_wait: Duration::from_secs(1),
+            max_queue: 1,
+            client_keys: None,
+            max_cost_usd: None,
+            prices: PriceTable::empty(),
+            max_body_bytes: 1,
+            retry: RetryPolicy::default(),
+            state: None,
+        };
+        let bound: SocketAddr = "127.0.0.1:8787".parse().unwrap();
+        for own in [
+            "http://127.0.0.1:8787/v1",
+            "http://localhost:8787/v1",
+            "http://[::1]:8787/v1",
+        ] {
+            let e = config(own).check_upstreams(&bound).unwrap_err();
+            assert!(e.to_string().contains("own address"), "{e}");
+        }
+        for other in ["http://127.0.0.1:8080/v1", "https://api.openai.com/v1"] {
+            config(other).check_upstreams(&bound).unwrap();
+        }
     }
 
     #[test]

@@ -651,10 +651,11 @@ async fn bad_json_is_400_and_a_huge_body_is_413() {
     assert_eq!(bad.status, 400, "{}", bad.dump());
     bad.assert_openai_error();
 
-    // 100 MiB: above any sane request (the simulator itself takes 64 MiB).
+    // 48 MiB: over the gateway's 32 MiB limit, under the simulator's 64 MiB
+    // (so a body the gateway let through would be answered, and counted).
     let huge = json!({
         "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "x".repeat(100 << 20)}],
+        "messages": [{"role": "user", "content": "x".repeat(48 << 20)}],
         "max_tokens": 8
     });
     let big = send(client.post(&url).bearer_auth(CLIENT_KEY).json(&huge))

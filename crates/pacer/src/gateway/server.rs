@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -300,9 +300,9 @@ async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             }
         },
     };
-    let bytes = match Limited::new(body, app.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let bytes = match read_body(body, &parts.headers, app.max_body).await {
+        Ok(b) => b,
+        Err(BodyProblem::TooLarge) => {
             app.metrics.ended_without_answer("rejected");
             return openai_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -315,7 +315,7 @@ async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
             );
         }
         // The client went away while sending.
-        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+        Err(BodyProblem::Gone) => return StatusCode::BAD_REQUEST.into_response(),
     };
     let endpoint = Endpoint::from_path(parts.uri.path());
     let json = match parse_json(&parts.headers, &parts.method, &bytes) {
@@ -471,6 +471,68 @@ async fn proxy(State(app): State<Arc<App>>, req: Request) -> Response {
                 }
             }
         }
+    }
+}
+
+/// After a body is found too large, how much more of it is read and thrown
+/// away, and for how long, so that the client (still sending) gets to read
+/// the 413 instead of a reset connection.
+const DRAIN_AT_MOST: u64 = 256 * 1024 * 1024;
+const DRAIN_FOR: Duration = Duration::from_secs(30);
+
+enum BodyProblem {
+    TooLarge,
+    Gone,
+}
+
+/// The request body, at most `max` bytes. Past it (or when Content-Length
+/// says so), the rest is drained, bounded, and the body is refused.
+async fn read_body(body: AxumBody, headers: &HeaderMap, max: usize) -> Result<Bytes, BodyProblem> {
+    let announced = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut too_large = announced.is_some_and(|n| n > max as u64);
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut drained = 0u64;
+    let drain_until = tokio::time::Instant::now() + DRAIN_FOR;
+    loop {
+        let next = if too_large {
+            match tokio::time::timeout_at(drain_until, body.frame()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        } else {
+            body.frame().await
+        };
+        let Some(frame) = next else { break };
+        let Ok(frame) = frame else {
+            return Err(if too_large {
+                BodyProblem::TooLarge
+            } else {
+                BodyProblem::Gone
+            });
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if too_large {
+            drained = drained.saturating_add(data.len() as u64);
+            if drained > DRAIN_AT_MOST {
+                break;
+            }
+        } else if buf.len() + data.len() > max {
+            too_large = true;
+            buf = bytes::BytesMut::new();
+        } else {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if too_large {
+        Err(BodyProblem::TooLarge)
+    } else {
+        Ok(buf.freeze())
     }
 }
 

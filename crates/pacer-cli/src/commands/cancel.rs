@@ -1,9 +1,7 @@
 //! `pacer cancel`: cancel a job's batches running at the provider.
 
-use super::{default_base_url, endpoint, Endpoint};
 use crate::args::{CancelArgs, ProviderArg};
 use crate::Outcome;
-use pacer::transport::{ApiKey, TransportConfig};
 
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<Outcome> {
     let state = match args.state {
@@ -11,20 +9,14 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<Outcome> {
         None => super::status::default_state()?,
     };
     let anthropic = args.provider == Some(ProviderArg::Anthropic);
-    let Endpoint {
-        key_env,
-        key,
-        base_url,
-    } = endpoint(anthropic, &args.endpoint)?;
-    let Some(key) = key else {
-        eprintln!("pacer: ${key_env} is not set; export the API key the batches were sent with (or name its variable with --api-key-env)");
+    let Some(transport) = super::keyed_transport(
+        anthropic,
+        &args.endpoint,
+        std::time::Duration::from_secs(60),
+        "the API key the batches were sent with (or name its variable with --api-key-env)",
+    )?
+    else {
         return Ok(Outcome::Stopped);
-    };
-    let transport = TransportConfig {
-        base_url: base_url.unwrap_or_else(|| default_base_url(anthropic).to_string()),
-        api_key: Some(ApiKey::from_env(&key_env, key)),
-        timeout: std::time::Duration::from_secs(60),
-        ..TransportConfig::default()
     };
     let report = pacer::engine::cancel(&state, transport).await?;
     let outcome = if report.failed.is_empty() {

@@ -134,3 +134,28 @@ fn on_stop_signal(
         std::process::exit(i32::from(crate::exit::STOPPED));
     });
 }
+
+/// The key and address `verify` and `cancel` talk to the provider with:
+/// `None` (after one sentence naming the variable) when the key is not set.
+fn keyed_transport(
+    anthropic: bool,
+    args: &EndpointArgs,
+    timeout: std::time::Duration,
+    what_key: &str,
+) -> Result<Option<pacer::transport::TransportConfig>, UsageError> {
+    let Endpoint {
+        key_env,
+        key,
+        base_url,
+    } = endpoint(anthropic, args)?;
+    let Some(key) = key else {
+        eprintln!("pacer: ${key_env} is not set; export {what_key}");
+        return Ok(None);
+    };
+    Ok(Some(pacer::transport::TransportConfig {
+        base_url: base_url.unwrap_or_else(|| default_base_url(anthropic).to_string()),
+        api_key: Some(pacer::transport::ApiKey::from_env(&key_env, key)),
+        timeout,
+        ..pacer::transport::TransportConfig::default()
+    }))
+}

@@ -1,29 +1,22 @@
 //! `pacer verify`: the key, a model, and the limits the provider reports.
 
-use super::{default_base_url, endpoint, Endpoint};
 use crate::args::{ProviderArg, VerifyArgs};
 use crate::Outcome;
-use pacer::transport::{ApiKey, TransportConfig};
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<Outcome> {
     use pacer::engine::VerifyVerdict;
     let anthropic = args.provider == Some(ProviderArg::Anthropic);
-    let Endpoint {
-        key_env,
-        key,
-        base_url,
-    } = endpoint(anthropic, &args.endpoint)?;
-    let Some(key) = key else {
-        eprintln!("pacer: ${key_env} is not set; export the API key there (or name another variable with --api-key-env)");
+    let Some(config) = super::keyed_transport(
+        anthropic,
+        &args.endpoint,
+        std::time::Duration::from_secs(30),
+        "the API key there (or name another variable with --api-key-env)",
+    )?
+    else {
         return Ok(Outcome::Stopped);
     };
-    let base_url = base_url.unwrap_or_else(|| default_base_url(anthropic).to_string());
-    let transport = pacer::transport::Transport::new(TransportConfig {
-        base_url: base_url.clone(),
-        api_key: Some(ApiKey::from_env(&key_env, key)),
-        timeout: std::time::Duration::from_secs(30),
-        ..TransportConfig::default()
-    })?;
+    let base_url = config.base_url.clone();
+    let transport = pacer::transport::Transport::new(config)?;
     let models: Vec<String> = args.model.iter().cloned().collect();
     let verdict = pacer::engine::verify(&transport, anthropic, &models).await;
     let (outcome, sentence, limits) = match &verdict {

@@ -309,8 +309,7 @@ impl Shared {
                 };
             attempts += 1;
             let sent = Instant::now();
-            let mut request = Request::from_parts(parts.clone(), body.clone());
-            *request.extensions_mut() = parts.extensions.clone();
+            let request = Request::from_parts(parts.clone(), body.clone());
             // The inner error becomes a BoxError at once: S::Error need not be Send.
             let result: Result<Response<B>, BoxError> =
                 match poll_fn(|cx| inner.poll_ready(cx)).await {

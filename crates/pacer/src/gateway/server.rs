@@ -95,7 +95,6 @@ impl ServeConfig {
 /// The running gateway's shared state.
 struct App {
     service: Paced<Upstream>,
-    pacer: Arc<Pacer>,
     metrics: Arc<GatewayMetrics>,
     keys: Option<ClientKeys>,
     prices: PriceTable,
@@ -189,7 +188,6 @@ impl Gateway {
         Ok(Gateway {
             app: Arc::new(App {
                 service: tower::Layer::layer(&layer, upstream),
-                pacer,
                 metrics,
                 keys: config.client_keys,
                 prices: config.prices,
@@ -265,7 +263,9 @@ impl Gateway {
 const LOCAL: &str = "local";
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.render(&app.pacer, app.service.queue_depth());
+    let text = app
+        .metrics
+        .render(app.service.pacer(), app.service.queue_depth());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -52,7 +52,7 @@ fi
 rm -f "$stamp"
 "$py" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" >>"$log" 2>&1 \
     || fail "cannot install the Python test dependencies from $req into $venv with pip (see $log; PyPI must be reachable)."
-"$py" -c 'import openai, anthropic' >>"$log" 2>&1 \
+"$py" -c 'import openai, anthropic, prometheus_client' >>"$log" 2>&1 \
     || fail "the Python test dependencies were installed into $venv but do not import (see $log)."
 echo "$want" >"$stamp"
 [[ ${1:-} == --print-python ]] && echo "$py"

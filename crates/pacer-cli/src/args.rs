@@ -12,6 +12,15 @@ use crate::checks;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr as text, or as one JSON object a line (tracing's fields). Which lines: $PACER_LOG, else $RUST_LOG, else warnings.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Cli {
@@ -37,7 +46,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send every request of a batch file, paced, retried and resumable.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the simulated OpenAI/Anthropic-compatible provider.
     Mock(pacer_mock::MockConfig),
     /// Print a run's progress from its state file.
@@ -184,6 +193,15 @@ pub struct RunArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
+    /// Serve a live dashboard on this address: the run's charts at `/`, Prometheus metrics at `/metrics` (e.g. 127.0.0.1:9100; port 0: a free port). Loopback only unless --dashboard-public.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// Let --dashboard listen off loopback: whoever reaches it sees the run's errors and costs.
+    #[arg(long, requires = "dashboard")]
+    pub dashboard_public: bool,
+    /// Keep the dashboard up this long after the run ends, for a last look or scrape (a signal ends the wait).
+    #[arg(long, value_parser = checks::duration, allow_hyphen_values = true, requires = "dashboard")]
+    pub dashboard_linger: Option<Duration>,
     /// Skip the key check (`GET /v1/models`) before the first request.
     #[arg(long)]
     pub no_verify: bool,

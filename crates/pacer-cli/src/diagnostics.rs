@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use crate::args::LogFormat;
 use crate::{checks, exit};
 
 /// Prints a parse error and returns its status. A flag value our checks
@@ -90,16 +91,22 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// Logs go to stderr, coloured only on a terminal and never under NO_COLOR
-/// (https://no-color.org: set and not empty).
-pub fn init_logging() {
+/// Logs go to stderr: text coloured only on a terminal and never under
+/// NO_COLOR (https://no-color.org: set and not empty), or JSON lines. Which
+/// lines: `PACER_LOG`, else `RUST_LOG`, else warnings and errors.
+pub fn init_logging(format: LogFormat) {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PACER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && !no_color)
-        .init();
+    let filter = ["PACER_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| tracing_subscriber::EnvFilter::try_from_env(var).ok())
+        .unwrap_or_else(|| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).with_current_span(false).init(),
+    }
 }

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Err(e) => return ExitCode::from(diagnostics::clap_error(&e)),
     };
     diagnostics::install_panic_hook();
-    diagnostics::init_logging();
+    diagnostics::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => commands::run::run(args).await,
+            Command::Run(args) => commands::run::run(*args).await,
             Command::Mock(config) => commands::mock::mock(config).await,
             Command::Status(args) => commands::status::status(args),
             Command::Estimate(args) => commands::estimate::estimate(args),

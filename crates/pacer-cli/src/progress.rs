@@ -3,10 +3,11 @@
 //! display redraws on a tick, never once per event.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pacer::report::{Event, PaceSource, Snapshot, Summary, Tally};
+use pacer::report::{Event, PaceSource, RunMetrics, Snapshot, Summary, Tally};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -29,7 +30,13 @@ enum Display {
 }
 
 impl Reporter {
-    pub fn spawn(rx: mpsc::UnboundedReceiver<Event>, mode: ProgressArg) -> Reporter {
+    /// Shows the events as `mode` says, and folds them into `metrics` (the
+    /// dashboard's) when given.
+    pub fn spawn(
+        rx: mpsc::UnboundedReceiver<Event>,
+        mode: ProgressArg,
+        metrics: Option<Arc<RunMetrics>>,
+    ) -> Reporter {
         let display = match mode {
             ProgressArg::Auto if std::io::stderr().is_terminal() => Display::Bar(bar()),
             ProgressArg::Bar => Display::Bar(bar()),
@@ -39,7 +46,7 @@ impl Reporter {
             ProgressArg::None => Display::None,
         };
         Reporter {
-            task: tokio::spawn(report(rx, display)),
+            task: tokio::spawn(report(rx, display, metrics)),
         }
     }
 
@@ -59,7 +66,11 @@ fn bar() -> ProgressBar {
     pb
 }
 
-async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
+async fn report(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut display: Display,
+    metrics: Option<Arc<RunMetrics>>,
+) {
     let mut tally = Tally::new(Instant::now());
     // A run that failed before it started has no progress worth a line.
     let mut started = false;
@@ -72,6 +83,9 @@ async fn report(mut rx: mpsc::UnboundedReceiver<Event>, mut display: Display) {
                 Some(ev) => {
                     panic_if_asked();
                     started = true;
+                    if let Some(m) = &metrics {
+                        m.apply(&ev);
+                    }
                     if let Some(line) = batches.line(&ev, Instant::now()) {
                         say(&display, &line);
                     }

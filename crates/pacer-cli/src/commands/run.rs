@@ -1,6 +1,8 @@
 //! `pacer run`: send a batch, paced, retried and resumable.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +13,7 @@ use crate::args::{ProviderArg, RunArgs, ViaArg};
 use crate::progress::Reporter;
 use crate::Outcome;
 use pacer::engine::{BatchOptions, Limits, RunConfig, Via};
+use pacer::report::{Dashboard, RunMetrics};
 use pacer::retry::RetryPolicy;
 use pacer::transport::{ApiKey, TransportConfig};
 
@@ -120,11 +123,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         },
         "pacer: quitting at once; rerun the same command to resume",
     );
+    let dashboard = match args.dashboard {
+        Some(addr) => Some(start_dashboard(addr, args.dashboard_public, &cfg.state).await?),
+        None => None,
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::spawn(rx, args.progress);
-    let result = pacer::engine::run(cfg, Some(tx), cancel).await;
+    let reporter = Reporter::spawn(rx, args.progress, dashboard.as_ref().map(|d| d.1.clone()));
+    let result = pacer::engine::run(cfg, Some(tx), cancel.clone()).await;
     reporter.finish().await;
-    let report = result?;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some((dashboard, _)) = dashboard {
+                dashboard.stop().await;
+            }
+            return Err(e.into());
+        }
+    };
 
     let outcome = outcome(&report);
     let s = &report.summary;
@@ -151,7 +166,55 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             eprintln!("pacer: {n} {noun} {verb} running at the provider: rerunning the same command picks them up (or `pacer cancel` cancels them)");
         }
     }
+    if let Some((dashboard, _)) = dashboard {
+        if let Some(linger) = args.dashboard_linger {
+            eprintln!(
+                "pacer: the dashboard stays up for {}s (Ctrl-C ends it)",
+                linger.as_secs()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(linger) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        dashboard.stop().await;
+    }
     Ok(outcome)
+}
+
+/// `--dashboard`: the run's charts and its Prometheus metrics, on loopback
+/// unless `--dashboard-public`.
+async fn start_dashboard(
+    addr: SocketAddr,
+    public: bool,
+    state: &Path,
+) -> anyhow::Result<(Dashboard, Arc<RunMetrics>)> {
+    if !addr.ip().is_loopback() && !public {
+        return Err(UsageError(format!(
+            "--dashboard {addr} is not a loopback address: add --dashboard-public to show the run's errors and costs to other machines"
+        ))
+        .into());
+    }
+    let metrics = Arc::new(RunMetrics::new());
+    let dashboard = Dashboard::start(addr, metrics.clone(), dashboard_page(state))
+        .await
+        .with_context(|| format!("could not listen on {addr} (--dashboard)"))?;
+    eprintln!(
+        "pacer: dashboard at http://{0}/ (Prometheus metrics at http://{0}/metrics)",
+        dashboard.local_addr()
+    );
+    Ok((dashboard, metrics))
+}
+
+/// The dashboard's page: the report of the run's state as it is now.
+fn dashboard_page(state: &Path) -> pacer::report::dashboard::Page {
+    let state = state.to_path_buf();
+    Arc::new(move || {
+        Err(format!(
+            "the charts of {} are not available in this build",
+            state.display()
+        ))
+    })
 }
 
 fn outcome(report: &pacer::engine::RunReport) -> Outcome {

@@ -4,6 +4,7 @@
 mod adaptive;
 mod batch;
 mod batch_api;
+mod dashboard;
 mod durability;
 mod flags;
 mod hostile;

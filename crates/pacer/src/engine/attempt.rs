@@ -110,6 +110,13 @@ impl Ctx {
 
     pub fn emit_pace(&self) {
         let v = self.pacer.view();
+        tracing::info!(
+            rpm = v.rpm,
+            tpm = v.tpm,
+            source = ?v.source,
+            concurrency = v.concurrency,
+            "pace changed"
+        );
         self.events.emit(Event::Pace {
             rpm: v.rpm,
             tpm: v.tpm,
@@ -216,6 +223,10 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
         ctx.emit_pace();
     }
     if let Some(until) = change.paused_until {
+        tracing::info!(
+            pause_ms = u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX),
+            "a 429 paused every request"
+        );
         ctx.events.emit(Event::Paused { for_: until - now });
     }
     match outcome.verdict {
@@ -280,6 +291,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, body: Value, usage: Optio
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             cost_usd: cost,
+            model,
         });
     }
     ctx.settle(&mut item, cost);
@@ -359,6 +371,12 @@ fn retry_or_give_up(
         },
     };
     ctx.settle(&mut item, None);
+    tracing::debug!(
+        custom_id = %item.custom_id,
+        reason = ?reason,
+        wait_ms = u64::try_from(at.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
+        "retrying"
+    );
     ctx.events.emit(Event::Retrying {
         rate_limited: matches!(reason, RetryReason::RateLimited { .. }),
     });

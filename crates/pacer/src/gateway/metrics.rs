@@ -1,69 +1,26 @@
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 
 use super::body::{Ending, Finished};
 use crate::engine::Pacer;
+use crate::report::metrics::{CounterF64, MetricSet, OutcomeLabel, ReasonLabel, TokenLabels};
 use crate::retry::{Outcome, RetryReason, Verdict};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TokenLabels {
-    kind: &'static str,
-    source: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ModelLabel {
-    model: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientLabel {
     client: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-type CounterF64 = Counter<f64, AtomicU64>;
-
-/// The gateway's Prometheus metrics, through `prometheus-client` (the
-/// Prometheus project's own crate for Rust).
+/// The gateway's Prometheus metrics: the names `pacer run` uses
+/// ([`MetricSet`]), plus cost per client key and the queue's depth.
 ///
 /// Counters are kept as requests end; the pace, in-flight and queue gauges
-/// are read from the pacer when scraped. Names and units follow Prometheus'
-/// conventions (`_total`, `_seconds`, `_usd`).
+/// are read from the pacer when scraped.
 #[derive(Debug)]
 pub struct GatewayMetrics {
-    registry: Registry,
-    requests: Family<OutcomeLabel, Counter>,
-    responses: Family<StatusLabel, Counter>,
-    tokens: Family<TokenLabels, Counter>,
-    cost: Family<ModelLabel, CounterF64>,
+    set: MetricSet,
     client_cost: Family<ClientLabel, CounterF64>,
-    retries: Family<ReasonLabel, Counter>,
-    pauses: Family<ReasonLabel, Counter>,
-    duration: Histogram,
-    pace_rpm: Gauge<f64, AtomicU64>,
-    pace_tpm: Gauge<f64, AtomicU64>,
-    in_flight: Gauge,
     queue_depth: Gauge,
 }
 
@@ -75,86 +32,27 @@ impl Default for GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn new() -> GatewayMetrics {
-        let mut registry = Registry::default();
-        let m = GatewayMetrics {
-            requests: Family::default(),
-            responses: Family::default(),
-            tokens: Family::default(),
-            cost: Family::default(),
-            client_cost: Family::default(),
-            retries: Family::default(),
-            pauses: Family::default(),
-            duration: Histogram::new([
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                300.0,
-            ]),
-            pace_rpm: Gauge::default(),
-            pace_tpm: Gauge::default(),
-            in_flight: Gauge::default(),
-            queue_depth: Gauge::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "pacer_requests",
+        let mut set = MetricSet::new(
             "Requests from clients, by how they ended (ok, failed: an upstream error answer, rejected: refused by the gateway, upstream_error: no answer, client_gone)",
-            m.requests.clone(),
+            "Time from a request's arrival to the end of its answer",
         );
-        registry.register(
-            "pacer_responses",
-            "Upstream answers to every attempt, by HTTP status",
-            m.responses.clone(),
-        );
-        registry.register(
-            "pacer_tokens",
-            "Tokens of finished requests, by kind (prompt, completion, cached) and source (reported by the provider, estimated by pacer)",
-            m.tokens.clone(),
-        );
-        registry.register(
-            "pacer_cost_usd",
-            "Cost in US dollars, by model",
-            m.cost.clone(),
-        );
-        registry.register(
+        let client_cost = Family::<ClientLabel, CounterF64>::default();
+        let queue_depth = Gauge::default();
+        set.registry.register(
             "pacer_client_cost_usd",
             "Cost in US dollars, by client key name",
-            m.client_cost.clone(),
+            client_cost.clone(),
         );
-        registry.register(
-            "pacer_retries",
-            "Attempts retried by the gateway, by reason",
-            m.retries.clone(),
-        );
-        registry.register(
-            "pacer_pauses",
-            "Times a 429 closed the pause gate, by reason",
-            m.pauses.clone(),
-        );
-        registry.register(
-            "pacer_request_duration_seconds",
-            "Time from a request's arrival to the end of its answer",
-            m.duration.clone(),
-        );
-        registry.register(
-            "pacer_pace_requests_per_minute",
-            "The request pace in force (0: none known)",
-            m.pace_rpm.clone(),
-        );
-        registry.register(
-            "pacer_pace_tokens_per_minute",
-            "The token pace in force (0: none known)",
-            m.pace_tpm.clone(),
-        );
-        registry.register(
-            "pacer_in_flight",
-            "Requests in flight upstream",
-            m.in_flight.clone(),
-        );
-        registry.register(
+        set.registry.register(
             "pacer_queue_depth",
             "Requests waiting for their turn",
-            m.queue_depth.clone(),
+            queue_depth.clone(),
         );
-        GatewayMetrics { registry, ..m }
+        GatewayMetrics {
+            set,
+            client_cost,
+            queue_depth,
+        }
     }
 
     /// One attempt's answer (or failure).
@@ -164,7 +62,8 @@ impl GatewayMetrics {
         }
         if let Verdict::Retry(RetryReason::RateLimited { .. }) = outcome.verdict {
             if paused {
-                self.pauses
+                self.set
+                    .pauses
                     .get_or_create(&ReasonLabel {
                         reason: "rate_limited",
                     })
@@ -175,11 +74,7 @@ impl GatewayMetrics {
 
     /// A success's status (the layer counts the others as it reads them).
     pub fn response(&self, status: u16) {
-        self.responses
-            .get_or_create(&StatusLabel {
-                status: status.to_string(),
-            })
-            .inc();
+        self.set.response(status);
     }
 
     pub(crate) fn retry(&self, reason: &RetryReason) {
@@ -191,7 +86,10 @@ impl GatewayMetrics {
             RetryReason::Connection => "connection",
             RetryReason::StreamCut => "stream_cut",
         };
-        self.retries.get_or_create(&ReasonLabel { reason }).inc();
+        self.set
+            .retries
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// A request that got an upstream answer, when the answer ended.
@@ -202,8 +100,11 @@ impl GatewayMetrics {
             Ending::Complete if (200..300).contains(&f.status) => "ok",
             Ending::Complete => "failed",
         };
-        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
-        self.duration.observe(f.latency.as_secs_f64());
+        self.set
+            .requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.set.duration.observe(f.latency.as_secs_f64());
         if let Some((usage, source)) = &f.usage {
             let source = source.as_str();
             for (kind, n) in [
@@ -211,17 +112,14 @@ impl GatewayMetrics {
                 ("completion", usage.completion_tokens),
                 ("cached", usage.cached_tokens),
             ] {
-                self.tokens
+                self.set
+                    .tokens
                     .get_or_create(&TokenLabels { kind, source })
                     .inc_by(n);
             }
         }
         if let Some(usd) = cost_usd {
-            self.cost
-                .get_or_create(&ModelLabel {
-                    model: model.to_string(),
-                })
-                .inc_by(usd);
+            self.set.model_cost(model, usd);
             self.client_cost
                 .get_or_create(&ClientLabel {
                     client: client.to_string(),
@@ -233,21 +131,22 @@ impl GatewayMetrics {
     /// A request the gateway answered itself (`rejected`) or could not get
     /// an answer for (`upstream_error`).
     pub fn ended_without_answer(&self, outcome: &'static str) {
-        self.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.set
+            .requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// The text exposition, with the gauges read now.
     pub fn render(&self, pacer: &Pacer, queue_depth: usize) -> String {
         let view = pacer.view();
-        self.pace_rpm.set(view.rpm.unwrap_or(0.0));
-        self.pace_tpm.set(view.tpm.unwrap_or(0.0));
-        self.in_flight
+        self.set.pace_rpm.set(view.rpm.unwrap_or(0.0));
+        self.set.pace_tpm.set(view.tpm.unwrap_or(0.0));
+        self.set
+            .in_flight
             .set(i64::try_from(pacer.in_flight()).unwrap_or(i64::MAX));
         self.queue_depth
             .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        self.set.render()
     }
 }

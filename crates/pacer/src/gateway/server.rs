@@ -269,7 +269,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::report::OPENMETRICS_CONTENT_TYPE,
         )],
         text,
     )

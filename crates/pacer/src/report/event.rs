@@ -43,6 +43,8 @@ pub enum Event {
         prompt_tokens: u64,
         completion_tokens: u64,
         cost_usd: Option<f64>,
+        /// The model the answer names (the request's, where it names none).
+        model: Option<String>,
     },
     /// The pace in force changed.
     Pace {

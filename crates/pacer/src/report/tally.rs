@@ -175,6 +175,7 @@ impl Tally {
                 prompt_tokens,
                 completion_tokens,
                 cost_usd,
+                ..
             } => {
                 self.prompt_tokens += prompt_tokens;
                 self.completion_tokens += completion_tokens;
@@ -312,6 +313,7 @@ mod tests {
                     prompt_tokens: 10,
                     completion_tokens: 5,
                     cost_usd: Some(0.25),
+                    model: None,
                 },
             );
             tally.apply(now, &Event::Finished { ok: true });

@@ -215,6 +215,7 @@ impl Sink<'_> {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
                 cost_usd: cost,
+                model: model.clone(),
             });
         }
         self.got.cost_usd += cost.unwrap_or(0.0);

@@ -1,0 +1,290 @@
+//! `pacer run --dashboard`: Prometheus metrics that agree with the summary,
+//! read by the Prometheus project's own parser; loopback unless asked; JSON
+//! logs.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pacer_mock::MockConfig;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::serve_support::{sdk_script, test_python};
+use crate::support::*;
+
+/// A running `pacer run --dashboard 127.0.0.1:0`: its dashboard's address,
+/// its stderr so far (read on), its stdout lines.
+struct Dashboarded {
+    child: tokio::process::Child,
+    addr: String,
+    stderr: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+async fn start(env: &Env, args: &[&str]) -> Dashboarded {
+    let mut child = env
+        .pacer()
+        .args(args)
+        .args(["--dashboard", "127.0.0.1:0", "--json"])
+        .spawn()
+        .expect("pacer starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = rx.recv().await {
+            if let Some(rest) = line.strip_prefix("pacer: dashboard at http://") {
+                return rest.split('/').next().unwrap().to_string();
+            }
+            seen.push(line);
+        }
+        panic!("pacer ended without a dashboard:\n{}", seen.join("\n"));
+    })
+    .await
+    .expect("the dashboard's address within 30 s");
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    Dashboarded {
+        child,
+        addr,
+        stderr: rx,
+        stdout,
+    }
+}
+
+/// The samples of an OpenMetrics text, parsed by `prometheus_client`'s
+/// OpenMetrics parser (strict: a malformed exposition fails the test).
+fn parse_metrics(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
+    use std::io::Write;
+    let mut py = std::process::Command::new(test_python())
+        .arg(sdk_script("parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Prometheus' parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a sample"))
+        .collect()
+}
+
+fn total(
+    samples: &[(String, HashMap<String, String>, f64)],
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, labels, _)| {
+            n == name && label.is_none_or(|(k, v)| labels.get(k).map(String::as_str) == Some(v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_totals_equal_the_summary() {
+    // Errors to retry (some fail for good with one retry), and a request
+    // limit that the run learns from 429s (no headers).
+    let env = Env::new(MockConfig {
+        rpm: Some(600),
+        window: Some(Duration::from_secs(1)),
+        hide_headers: true,
+        error_rate: 0.1,
+        latency: 20,
+        seed: Some(7),
+        ..MockConfig::default()
+    })
+    .await;
+    write_batch(env.dir.path(), "jobs.jsonl", 150);
+    let mut run = start(
+        &env,
+        &[
+            "run",
+            "jobs.jsonl",
+            "--max-retries",
+            "1",
+            "--dashboard-linger",
+            "60s",
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let line = tokio::time::timeout(Duration::from_secs(120), run.stdout.next_line())
+        .await
+        .expect("the summary within 2 minutes")
+        .unwrap()
+        .expect("a summary line");
+    let s: Value = serde_json::from_str(&line).expect("the summary is JSON");
+
+    // The run is over; the dashboard lingers for the last scrape.
+    let resp = http
+        .get(format!("http://{}/metrics", run.addr))
+        .send()
+        .await
+        .expect("/metrics answers while the dashboard lingers");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains(pacer_mock::DEFAULT_KEY), "{text}");
+    let m = parse_metrics(&text);
+    let get = |name: &str, label: Option<(&str, &str)>| total(&m, name, label);
+    let n = |key: &str| s[key].as_u64().unwrap_or_else(|| panic!("{key} in {s}")) as f64;
+
+    assert_eq!(n("succeeded") + n("failed"), 150.0, "{s}");
+    assert_eq!(
+        get("pacer_requests_total", Some(("outcome", "ok"))),
+        n("succeeded")
+    );
+    assert_eq!(
+        get("pacer_requests_total", Some(("outcome", "failed"))),
+        n("failed")
+    );
+    // Every attempt the simulator answered has its status counted once.
+    assert_eq!(get("pacer_responses_total", None), n("sent"), "{text}");
+    assert_eq!(env.chats() as f64, n("sent"));
+    assert_eq!(
+        get("pacer_responses_total", Some(("status", "429"))),
+        n("rate_limited")
+    );
+    assert_eq!(
+        get("pacer_responses_total", Some(("status", "429"))),
+        status_count(&env.stats(), 429) as f64
+    );
+    assert_eq!(get("pacer_retries_total", None), n("retries"));
+    assert_eq!(
+        get("pacer_tokens_total", Some(("kind", "prompt"))),
+        n("prompt_tokens")
+    );
+    assert_eq!(
+        get("pacer_tokens_total", Some(("kind", "completion"))),
+        n("completion_tokens")
+    );
+    let cost = get("pacer_cost_usd_total", Some(("model", "gpt-4o-mini")));
+    let summary_cost = s["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - summary_cost).abs() <= 1e-9 + summary_cost * 1e-9,
+        "metrics {cost} vs summary {summary_cost}"
+    );
+    assert_eq!(get("pacer_request_duration_seconds_count", None), n("sent"));
+    assert_eq!(get("pacer_in_flight", None), 0.0);
+    assert_eq!(
+        get("pacer_pace_requests_per_minute", None),
+        s["pace_rpm"].as_f64().unwrap_or(0.0),
+        "{text}"
+    );
+
+    // A signal ends the linger at once.
+    let pid = run.child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(10), run.child.wait())
+        .await
+        .expect("pacer leaves at once when signalled while lingering")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(line) = run.stderr.try_recv() {
+        rest.push(line);
+    }
+    assert!(
+        status.success() || n("failed") > 0.0,
+        "{status:?}\n{}",
+        rest.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dashboard_off_loopback_needs_asking_and_nothing_is_sent() {
+    let env = Env::new(MockConfig::default()).await;
+    write_batch(env.dir.path(), "jobs.jsonl", 3);
+    let out = env
+        .run(&["run", "jobs.jsonl", "--dashboard", "0.0.0.0:0"])
+        .await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--dashboard 0.0.0.0:0 is not a loopback address")
+            && err.contains("--dashboard-public"),
+        "{err}"
+    );
+    assert_eq!(env.chats(), 0);
+
+    let out = env
+        .run(&["run", "jobs.jsonl", "--dashboard-linger", "5s"])
+        .await;
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--dashboard"), "{}", stderr(&out));
+    assert_eq!(env.chats(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_a_line_without_colour() {
+    let env = Env::new(MockConfig {
+        error_rate: 0.3,
+        seed: Some(3),
+        ..MockConfig::default()
+    })
+    .await;
+    write_batch(env.dir.path(), "jobs.jsonl", 20);
+    let out = env
+        .run_with(&["run", "jobs.jsonl", "--log-format", "json"], |c| {
+            c.env("PACER_LOG", "pacer=debug");
+        })
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes off a terminal:\n{err}"
+    );
+    let logs: Vec<Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "no JSON log line at debug:\n{err}");
+    for log in &logs {
+        assert!(log["timestamp"].is_string(), "{log}");
+        assert!(log["level"].is_string(), "{log}");
+        assert!(log["fields"].is_object(), "{log}");
+    }
+    assert!(!err.contains(pacer_mock::DEFAULT_KEY));
+
+    // RUST_LOG is the fallback when PACER_LOG is unset.
+    let out = env
+        .run_with(
+            &["run", "jobs.jsonl", "--restart", "--log-format", "json"],
+            |c| {
+                c.env("RUST_LOG", "pacer=debug");
+            },
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).lines().any(|l| l.starts_with('{')),
+        "{}",
+        stderr(&out)
+    );
+}

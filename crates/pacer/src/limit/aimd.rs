@@ -44,6 +44,8 @@ pub struct Aimd {
     /// 429s before this instant belong to the flight of the last cut.
     hold_until: Option<Instant>,
     window: Duration,
+    /// How long slow start takes to double the rate (a second by default).
+    doubling: Duration,
     last_increase: Option<Instant>,
     goodput: Goodput,
 }
@@ -92,6 +94,7 @@ impl Aimd {
             ceiling: None,
             hold_until: None,
             window: Duration::from_secs(1),
+            doubling: MAX_STEP,
             last_increase: None,
             goodput: Goodput::default(),
         }
@@ -102,6 +105,14 @@ impl Aimd {
     pub fn with_window(mut self, window: Duration) -> Aimd {
         self.window = window.max(Duration::from_millis(10));
         self
+    }
+
+    /// Sets how long slow start takes to double the rate, within
+    /// 10 ms..=1 s: a second by default, shorter where answers come back in
+    /// milliseconds (a local server has no reason to wait seconds for its
+    /// pace).
+    pub fn set_doubling(&mut self, period: Duration) {
+        self.doubling = period.clamp(Duration::from_millis(10), MAX_STEP);
     }
 
     /// The rate in force, in units a second.
@@ -151,12 +162,14 @@ impl Aimd {
         if self.holding(now) {
             return; // answers of the flight that was just cut
         }
-        let dt = now
-            .saturating_duration_since(last)
-            .min(MAX_STEP)
-            .as_secs_f64();
+        let elapsed = now.saturating_duration_since(last);
+        let dt = elapsed.min(MAX_STEP).as_secs_f64();
         let grown = match self.ceiling {
-            None => self.rate * 2f64.powf(dt),
+            None => {
+                let periods =
+                    elapsed.min(self.doubling).as_secs_f64() / self.doubling.as_secs_f64();
+                self.rate * 2f64.powf(periods)
+            }
             Some(c) if self.rate < c * (1.0 - NEAR) => {
                 (self.rate + RECOVER * c * dt).min(c * (1.0 - NEAR))
             }
@@ -167,7 +180,15 @@ impl Aimd {
         // last second at most. A rate far above the real traffic (too little
         // work, or a concurrency cap) proves nothing and would take many cuts
         // to come back from.
-        let used = 2.0 * self.goodput.per_second(now) + 1.0;
+        // (With a short doubling, what got through is read over a shorter
+        // span too: a second's count lags a rate that doubles ten times a
+        // second.)
+        let used = if self.ceiling.is_none() && self.doubling < MAX_STEP {
+            let slots = (2 * self.doubling.as_millis() / SLOT.as_millis()).max(2) as usize;
+            2.0 * self.goodput.per_second_over(now, slots) + 1.0
+        } else {
+            2.0 * self.goodput.per_second(now) + 1.0
+        };
         if grown > self.rate && self.rate < used {
             self.rate = grown.min(used).clamp(self.min, self.max);
         }
@@ -231,6 +252,20 @@ impl Goodput {
             *cell = (n, 0);
         }
         cell.1 += units;
+    }
+
+    /// Successes a second over the last `slots` slots (the current one
+    /// included), at most a second's.
+    fn per_second_over(&mut self, now: Instant, slots: usize) -> f64 {
+        let k = slots.clamp(1, SLOTS) as u64;
+        let n = self.slot(now);
+        let sum: u64 = self
+            .slots
+            .iter()
+            .filter(|(slot, _)| *slot + k > n && *slot <= n)
+            .map(|(_, units)| *units)
+            .sum();
+        sum as f64 / (k as f64 * SLOT.as_secs_f64())
     }
 
     /// Successes in the last second (the current slot and the nine before).

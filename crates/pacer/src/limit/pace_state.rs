@@ -21,6 +21,13 @@ pub const OVERDUE_FLOOR: Duration = Duration::from_secs(10);
 /// seen plus four deviations (TCP's retransmission timeout, stretched: LLM
 /// answers vary with their length far more than round trips do).
 const OVERDUE_FACTOR: f64 = 4.0;
+/// While no request limit is known, requests start at this many a second
+/// (and at most this many at once), doubling with each second of good
+/// answers: TCP's slow start, made real. A blind first flight of the whole
+/// concurrency into a provider whose window holds ten requests is forty
+/// 429s; this way the first 429 comes from a flight about the size of the
+/// window, and the limits learned from it start from an honest goodput.
+pub const START_RATE: f64 = 10.0;
 /// After an outage the pace restarts at this share of what it was...
 const RECOVERY_START: f64 = 0.5;
 /// ...and climbs back to all of it over this long.
@@ -73,6 +80,9 @@ pub struct PaceView {
 #[derive(Debug)]
 pub struct PaceState {
     requests: Slot,
+    /// The slow start while nothing is known of the request limit (no
+    /// `--rpm`, no `--rps`, no header, no 429 yet); see [`START_RATE`].
+    start: Option<Arc<RateLimiter>>,
     tokens: Slot,
     per_second: Option<Arc<RateLimiter>>,
     circuit: CircuitBreaker,
@@ -167,8 +177,15 @@ struct Recovery {
 
 impl PaceState {
     pub fn new(limits: &Limits) -> PaceState {
+        let unknown = limits.rpm.is_none() && limits.rps.is_none();
+        let mut requests = Slot::new(limits.rpm, limits.burst, (0.05, 100_000.0));
+        if unknown {
+            // Its slow start drives `start` until a limit is known.
+            requests.aimd = Aimd::new(START_RATE, 0.05, 100_000.0);
+        }
         PaceState {
-            requests: Slot::new(limits.rpm, limits.burst, (0.05, 100_000.0)),
+            requests,
+            start: unknown.then(|| Arc::new(RateLimiter::new(START_RATE, START_RATE))),
             tokens: Slot::new(limits.tpm, None, (10.0, 1e9)),
             per_second: limits
                 .rps
@@ -191,8 +208,20 @@ impl PaceState {
         Limiters {
             per_second: self.per_second.clone(),
             recovery: self.recovery.as_ref().map(|r| r.limiter.clone()),
-            requests: self.requests.current().map(|(l, _)| l),
+            requests: self
+                .requests
+                .current()
+                .map(|(l, _)| l)
+                .or_else(|| self.start.clone()),
             tokens: self.tokens.current().map(|(l, _)| l),
+        }
+    }
+
+    /// The slow start's rate while no request limit is known, a second.
+    pub fn start_rate(&self) -> Option<f64> {
+        match self.requests.current() {
+            Some(_) => None,
+            None => self.start.as_ref().map(|l| l.rate()),
         }
     }
 
@@ -336,7 +365,23 @@ impl PaceState {
             }
         });
         let mut changed = self.on_provider_up(now);
+        if self.start.is_some() && self.requests.current().is_none() {
+            // A provider that answers in milliseconds is no LLM at its
+            // limit: its start doubles every four round trips, not every
+            // second (a local server would otherwise wait seconds for its
+            // pace).
+            let latency = self.latency.unwrap_or(1.0);
+            self.requests
+                .aimd
+                .set_doubling(Duration::try_from_secs_f64(4.0 * latency).unwrap_or(Duration::MAX));
+        }
         changed |= self.requests.on_success(now, 1);
+        if let (Some(start), None) = (&self.start, self.requests.current()) {
+            let rate = self.requests.aimd.rate();
+            if (rate - start.rate()).abs() > start.rate() * 0.01 {
+                start.set_rate(now, rate, rate.max(START_RATE));
+            }
+        }
         changed |= self.tokens.on_success(now, tokens.max(1));
         changed |= self.ramp_recovery(now);
         changed
@@ -654,5 +699,121 @@ impl Slot {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Good answers at `per_second` for `seconds`, from `t`; returns the end.
+    fn answers(p: &mut PaceState, t: Instant, per_second: u64, seconds: u64) -> Instant {
+        let step = 1_000 / per_second;
+        let mut now = t;
+        for _ in 0..per_second * seconds {
+            now += ms(step);
+            p.on_success(now, ms(200), 100);
+        }
+        now
+    }
+
+    #[test]
+    fn with_nothing_known_requests_start_slow_and_double_each_second() {
+        let t0 = Instant::now();
+        let mut p = PaceState::new(&Limits::default());
+        let start = p.limiters().requests.expect("a start limiter");
+        assert_eq!(start.rate(), START_RATE);
+        assert_eq!(start.burst(), START_RATE);
+        assert_eq!(p.start_rate(), Some(START_RATE));
+        // Nothing known yet: the progress line still says "unlimited".
+        assert_eq!(p.view(50).source, PaceSource::Unlimited);
+        // It doubles a second, but never past twice what gets through
+        // (2 × 10 + 1 here): growth follows use.
+        let t = answers(&mut p, t0, 10, 2);
+        let rate = p.start_rate().unwrap();
+        assert!((19.0..=21.0).contains(&rate), "{rate}");
+        let t = answers(&mut p, t, 20, 2);
+        let rate = p.start_rate().unwrap();
+        assert!((39.0..=41.0).contains(&rate), "{rate}");
+        assert_eq!(p.limiters().requests.unwrap().rate(), rate);
+        // Answers that stop growing (a slow provider) stop the doubling.
+        answers(&mut p, t, 5, 3);
+        assert_eq!(p.start_rate().unwrap(), rate);
+    }
+
+    #[test]
+    fn a_provider_answering_in_milliseconds_is_ramped_up_in_a_second() {
+        let t0 = Instant::now();
+        let mut p = PaceState::new(&Limits::default());
+        let mut now = t0;
+        let mut sent_per_ms = 0.01;
+        // Answers after 2 ms, as fast as the start lets them go.
+        while now < t0 + ms(1_000) {
+            let rate = p.start_rate().unwrap();
+            sent_per_ms += rate / 1000.0;
+            while sent_per_ms >= 1.0 {
+                sent_per_ms -= 1.0;
+                p.on_success(now, ms(2), 10);
+            }
+            now += ms(1);
+        }
+        let rate = p.start_rate().unwrap();
+        assert!(rate > 2_000.0, "{rate}");
+    }
+
+    #[test]
+    fn the_start_ends_when_headers_tell_the_limit() {
+        let t0 = Instant::now();
+        let mut p = PaceState::new(&Limits::default());
+        let snapshot = RateLimitSnapshot {
+            requests: RateWindow {
+                limit: Some(600),
+                remaining: Some(599),
+                reset: Some(ms(100)),
+            },
+            ..RateLimitSnapshot::default()
+        };
+        assert!(p.observe(t0, &snapshot));
+        assert_eq!(p.start_rate(), None);
+        let limiter = p.limiters().requests.unwrap();
+        assert!((limiter.rate() - 10.0).abs() < 1e-9);
+        assert_eq!(p.view(50).source, PaceSource::Headers);
+    }
+
+    #[test]
+    fn the_start_ends_at_the_first_429() {
+        let t0 = Instant::now();
+        let mut p = PaceState::new(&Limits::default());
+        let t = answers(&mut p, t0, 10, 2);
+        assert!(p.on_rate_limited(t, LimitScope::Requests, Some(ms(100))));
+        assert_eq!(p.start_rate(), None);
+        assert_eq!(p.view(50).source, PaceSource::Learned);
+    }
+
+    #[test]
+    fn a_configured_rate_has_no_start() {
+        for limits in [
+            Limits {
+                rpm: Some(6_000.0),
+                ..Limits::default()
+            },
+            Limits {
+                rps: Some(100.0),
+                ..Limits::default()
+            },
+        ] {
+            let p = PaceState::new(&limits);
+            assert_eq!(p.start_rate(), None, "{limits:?}");
+        }
+        // A token limit alone leaves the request limit unknown: it starts slow.
+        let p = PaceState::new(&Limits {
+            tpm: Some(100_000.0),
+            ..Limits::default()
+        });
+        assert_eq!(p.start_rate(), Some(START_RATE));
     }
 }

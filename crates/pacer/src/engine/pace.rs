@@ -262,7 +262,7 @@ impl Pacer {
         pace.settle_tokens(now, ticket, actual);
         if !outcome.limits.is_empty() {
             change.pace_changed |= pace.observe(now, &outcome.limits);
-            pace.learn_token_ratio(now, &outcome.limits);
+            pace.learn_token_ratio(&outcome.limits, ticket);
         }
         let reserved = ticket.estimate;
         let mut was_down = false;
@@ -535,12 +535,17 @@ mod tests {
             ..Default::default()
         };
         pacer.observe(t0, &snap(0));
+        // The provider's bucket refills 1,000 a second while pacer waits.
+        let mut last = t0;
         for _ in 0..30 {
             let ticket = pacer.admit(1_000).await;
-            provider_used += 1_300;
+            let now = Instant::now();
+            let refill = (now - last).as_millis() as u64;
+            last = now;
+            provider_used = provider_used.saturating_sub(refill) + 1_300;
             let mut o = outcome(Verdict::Success, Duration::ZERO, Some(1_000));
             o.limits = snap(provider_used);
-            pacer.feedback(t0, &o, &ticket);
+            pacer.feedback(now, &o, &ticket);
         }
         let ratio = pacer.lock().pace.token_ratio();
         assert!((1.28..=1.32).contains(&ratio), "learned {ratio}");

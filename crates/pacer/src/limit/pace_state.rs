@@ -99,10 +99,8 @@ pub struct PaceState {
     /// Readings the ratio was learned from.
     ratio_samples: u32,
     /// Pacer's own count of tokens admitted, in a bucket never corrected by
-    /// the provider's `remaining`...
+    /// the provider's `remaining`, to compare the two counts with.
     shadow: ShadowBucket,
-    /// ...and of tokens of requests answered, to compare the two counts with.
-    shadow_answered: ShadowBucket,
 }
 
 /// Token tickets: what one admission charged, to settle it with the same
@@ -115,6 +113,11 @@ pub struct TokenTicket {
     pub charged: u64,
     /// The ratio in force at admission.
     pub ratio: f64,
+    /// What pacer's own count of the provider's bucket held once this
+    /// request was charged (0: not counted): what the provider's
+    /// `remaining` in this request's answer is compared with, since the
+    /// provider counts it on arrival, with everything sent before it.
+    pub shadow_at_send: f64,
 }
 
 impl TokenTicket {
@@ -124,6 +127,7 @@ impl TokenTicket {
             estimate,
             charged: estimate,
             ratio: 1.0,
+            shadow_at_send: 0.0,
         }
     }
 }
@@ -161,6 +165,12 @@ impl ShadowBucket {
 /// Readings of the token ratio before pacer spends the provider's whole
 /// token bucket at once.
 const RATIO_SAMPLES_TO_TRUST: u32 = 3;
+/// The weight of one reading of the token ratio once the first readings are
+/// averaged: about the last fifty readings (a few seconds of answers) make
+/// the ratio. One reading is noisy (±15%: requests differ in how their
+/// characters and tokens compare, and in flight when read), and a ratio
+/// read too high slows every later admission by as much.
+const RATIO_WEIGHT: f64 = 0.02;
 /// The shadow bucket never holds more than a day of debt.
 const MAX_SHADOW_SECS: f64 = 86_400.0;
 /// The learned token ratio stays within these bounds (a provider counting
@@ -199,7 +209,6 @@ impl PaceState {
             token_ratio: 1.0,
             ratio_samples: 0,
             shadow: ShadowBucket::default(),
-            shadow_answered: ShadowBucket::default(),
         }
     }
 
@@ -267,13 +276,19 @@ impl PaceState {
     /// `charged` and `ratio` are what [`token_charge`](Self::token_charge)
     /// said when admission began.
     pub fn ticket(&mut self, now: Instant, estimate: u64, charged: u64, ratio: f64) -> TokenTicket {
-        let rate = self.tokens.rate().unwrap_or(0.0);
+        let rate = self.shadow_rate();
         self.shadow.charge(now, rate, estimate as f64);
         TokenTicket {
             estimate,
             charged,
             ratio,
+            shadow_at_send: self.shadow.used(now),
         }
+    }
+
+    /// The shadow bucket refills as the provider's does, in pacer's terms.
+    fn shadow_rate(&self) -> f64 {
+        self.tokens.rate().unwrap_or(0.0) / self.token_ratio
     }
 
     /// The tokens a request of `estimate` is charged at admission (the
@@ -301,10 +316,9 @@ impl PaceState {
         if provider_terms != ticket.charged {
             self.reconcile_tokens(now, ticket.charged, provider_terms);
         }
-        let rate = self.tokens.rate().unwrap_or(0.0);
+        let rate = self.shadow_rate();
         self.shadow
             .charge(now, rate, actual as f64 - ticket.estimate as f64);
-        self.shadow_answered.charge(now, rate, actual as f64);
     }
 
     /// Learns how the provider counts tokens against pacer's estimate.
@@ -312,12 +326,14 @@ impl PaceState {
     /// Providers' limiters do not count as they bill (OpenAI's estimates
     /// from characters and `max_tokens`), and say so only through what
     /// remains. The tokens the provider shows used in its bucket (its
-    /// capacity less `remaining`) against what pacer's own, never-corrected
-    /// bucket held when the request was sent give the ratio of the two
-    /// counts; smoothed, it turns every later estimate into the provider's
-    /// terms before admission, so the bucket is not overdrawn by the
-    /// difference in every flight.
-    pub fn learn_token_ratio(&mut self, now: Instant, snapshot: &RateLimitSnapshot) {
+    /// capacity less `remaining`, as it counted on this request's arrival)
+    /// against what pacer's own, never-corrected bucket held once this
+    /// request was sent (the ticket's `shadow_at_send`: the same requests,
+    /// whatever was in flight) give the ratio of the two counts; smoothed,
+    /// it turns every later estimate into the provider's terms before
+    /// admission, so the bucket is not overdrawn by the difference in every
+    /// flight.
+    pub fn learn_token_ratio(&mut self, snapshot: &RateLimitSnapshot, ticket: &TokenTicket) {
         let window = if snapshot.tokens.remaining.is_some() {
             &snapshot.tokens
         } else {
@@ -326,23 +342,24 @@ impl PaceState {
         let (Some(remaining), Some(capacity)) = (window.remaining, self.tokens.capacity) else {
             return;
         };
-        // Pacer's count of what was answered, against the provider's count of
-        // what it has taken in. They cover the same requests only when little
-        // is in flight (a flight admitted at once is taken in over time, in
-        // any order): otherwise this reading says nothing reliable, nor does
-        // one where too little was used.
-        let answered = self.shadow_answered.used(now);
-        let in_flight = (self.shadow.used(now) - answered).max(0.0);
-        if answered < 0.05 * capacity || in_flight > 0.25 * answered {
+        // A reading of a nearly full bucket is mostly noise.
+        let sent = ticket.shadow_at_send;
+        if sent < 0.05 * capacity {
             return;
         }
         let provider_used = (capacity - remaining as f64).max(0.0);
-        let seen = (provider_used / answered).clamp(TOKEN_RATIO_BOUNDS.0, TOKEN_RATIO_BOUNDS.1);
+        let seen = (provider_used / sent).clamp(TOKEN_RATIO_BOUNDS.0, TOKEN_RATIO_BOUNDS.1);
         // The mean of the first readings (a run's first flight is where a
         // wrong count costs most), then a moving average.
         self.ratio_samples = self.ratio_samples.saturating_add(1);
-        let weight = (1.0 / f64::from(self.ratio_samples)).max(0.1);
+        let weight = (1.0 / f64::from(self.ratio_samples)).max(RATIO_WEIGHT);
         self.token_ratio += weight * (seen - self.token_ratio);
+        tracing::debug!(
+            seen,
+            ratio = self.token_ratio,
+            samples = self.ratio_samples,
+            "learned the provider's token count over pacer's"
+        );
     }
 
     /// The provider's token count over pacer's, as learned.

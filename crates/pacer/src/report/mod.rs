@@ -5,9 +5,23 @@
 //! and reads [`Snapshot`]s from it. The engine folds the same events into its
 //! own tally for the final [`Summary`], so what is printed and what is
 //! returned cannot disagree.
+//!
+//! After (or during) a run, `pacer report` and the live dashboard read the
+//! run's history from its state: [`ReportData::from_state`] aggregates it in
+//! time buckets (never more than [`MAX_POINTS`], whatever the job's size),
+//! and [`html::render`] draws one self-contained page of SVG charts from it.
 
+mod data;
+mod error;
 mod event;
+pub mod html;
+mod svg;
 mod tally;
 
+pub use data::{
+    bucket_width, downsample_steps, Bucket, ErrorKind, PacePoint, ReportData, RunInfo, MAX_POINTS,
+};
+pub use error::ReportError;
 pub use event::{Event, PaceSource};
+pub use html::{render, RenderOptions};
 pub use tally::{Snapshot, Summary, Tally};

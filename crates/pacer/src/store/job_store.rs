@@ -201,6 +201,11 @@ impl JobStore {
             .map_err(|e| self.err(e))
     }
 
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// The connection, for read-only queries of other modules (the report).
     pub(crate) fn reader(&self) -> &Connection {
         &self.conn

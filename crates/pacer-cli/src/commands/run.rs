@@ -165,7 +165,7 @@ fn outcome(report: &pacer::engine::RunReport) -> Outcome {
 }
 
 /// `requests.jsonl` → `requests.results.jsonl`; a folder `docs/` → `docs.results.jsonl`.
-fn default_output(input: &Path) -> PathBuf {
+pub(crate) fn default_output(input: &Path) -> PathBuf {
     let trimmed = input.components().as_path();
     let stem = trimmed
         .file_stem()
@@ -176,7 +176,7 @@ fn default_output(input: &Path) -> PathBuf {
 }
 
 /// `x.results.jsonl` → `x.results.pacer.db`, beside the output.
-fn default_state(output: &Path) -> PathBuf {
+pub(crate) fn default_state(output: &Path) -> PathBuf {
     let name = output
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())

@@ -69,6 +69,17 @@ fn ms_text(v: Option<u64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{} ms", group(v)))
 }
 
+/// A bucket's width: `1 s`, `5 min`, `2 h`, `1 d`.
+fn width_text(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
+    }
+}
+
 /// Renders the whole page.
 pub fn render(data: &ReportData, options: &RenderOptions) -> String {
     let mut o = String::with_capacity(64 * 1024);
@@ -126,7 +137,7 @@ fn header(o: &mut String, data: &ReportData, name: &str, options: &RenderOptions
                 group(data.attempts),
                 data.runs.len(),
                 if data.runs.len() == 1 { "" } else { "s" },
-                elapsed(data.bucket_ms as f64),
+                width_text(data.bucket_ms),
             );
         }
         _ => o.push_str("No history recorded in this state (it was written by a pacer without it, or nothing was sent yet)."),
@@ -466,5 +477,8 @@ mod tests {
         assert_eq!(group(999), "999");
         assert_eq!(group(1000), "1,000");
         assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(width_text(1_000), "1 s");
+        assert_eq!(width_text(300_000), "5 min");
+        assert_eq!(width_text(7_200_000), "2 h");
     }
 }

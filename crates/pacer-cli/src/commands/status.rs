@@ -90,13 +90,13 @@ fn find_state_for(cmd: &str) -> anyhow::Result<PathBuf> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(UsageError(
-            format!("no *.pacer.db state file in the current folder; name one: pacer {cmd} STATE"),
-        )
+        0 => Err(UsageError(format!(
+            "no *.pacer.db state file in the current folder; name one: pacer {cmd} STATE"
+        ))
         .into()),
-        _ => Err(UsageError(
-            format!("several state files in the current folder; name one: pacer {cmd} STATE"),
-        )
+        _ => Err(UsageError(format!(
+            "several state files in the current folder; name one: pacer {cmd} STATE"
+        ))
         .into()),
     }
 }

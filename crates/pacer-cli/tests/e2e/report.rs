@@ -131,7 +131,12 @@ fn png_stats(path: &Path) -> (u32, u32, f64, f64) {
         n += 1.0;
     }
     let mean = sum / n;
-    (info.width, info.height, mean, (sq / n - mean * mean).max(0.0).sqrt())
+    (
+        info.width,
+        info.height,
+        mean,
+        (sq / n - mean * mean).max(0.0).sqrt(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,11 +191,16 @@ async fn a_rehearsal_with_a_storm_an_outage_and_a_budget_stop_makes_a_report_chr
     let html = std::fs::read_to_string(&page).expect("the report");
     assert!(html.len() < 2 * 1024 * 1024, "{} bytes", html.len());
     assert!(html.contains("stopped:"), "the budget stop is shown");
-    assert!(html.contains("HTTP 429") && html.contains("HTTP 503"), "errors table");
+    assert!(
+        html.contains("HTTP 429") && html.contains("HTTP 503"),
+        "errors table"
+    );
     assert!(html.contains("gpt-4o-mini"), "cost per model");
     // Nothing to fetch: no scripts, links, sources or CSS URLs (text such
     // as an error's message may name a URL; that fetches nothing).
-    for banned in ["<script", "<link", "<img", "<iframe", "src=", "href=", "@import", "url("] {
+    for banned in [
+        "<script", "<link", "<img", "<iframe", "src=", "href=", "@import", "url(",
+    ] {
         assert!(!html.contains(banned), "the report has {banned}");
     }
 
@@ -198,7 +208,11 @@ async fn a_rehearsal_with_a_storm_an_outage_and_a_budget_stop_makes_a_report_chr
     let checked_page = env.path("checked.html");
     std::fs::write(&checked_page, with_checker(&html)).unwrap();
     let dump = run_chromium(env.dir.path(), &checked_page, &["--dump-dom"]).await;
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let found = checked(&String::from_utf8_lossy(&dump.stdout));
     assert_eq!(found["errors"], serde_json::json!([]), "{found}");
     let charts = found["charts"].as_object().expect("charts");
@@ -211,7 +225,10 @@ async fn a_rehearsal_with_a_storm_an_outage_and_a_budget_stop_makes_a_report_chr
         );
         assert!(c["width"].as_f64().unwrap() > 500.0, "{id}: {c}");
     }
-    assert!(found["status"].as_str().unwrap().starts_with("stopped"), "{found}");
+    assert!(
+        found["status"].as_str().unwrap().starts_with("stopped"),
+        "{found}"
+    );
 
     // A screenshot: not blank.
     let shot = env.path("report.png");
@@ -224,10 +241,17 @@ async fn a_rehearsal_with_a_storm_an_outage_and_a_budget_stop_makes_a_report_chr
         ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (w, h, mean, sd) = png_stats(&shot);
     assert_eq!((w, h), (1200, 2400));
-    assert!(mean < 252.0 && sd > 10.0, "blank? mean {mean:.1}, sd {sd:.1}");
+    assert!(
+        mean < 252.0 && sd > 10.0,
+        "blank? mean {mean:.1}, sd {sd:.1}"
+    );
 
     // Resumed with more budget: the report is read while the run writes.
     let mut run = env.pacer();
@@ -254,7 +278,10 @@ async fn a_rehearsal_with_a_storm_an_outage_and_a_budget_stop_makes_a_report_chr
         .expect("the resumed run ended")
         .expect("pacer ran");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(saw_running, "no report saw the run going ({live_reports} made)");
+    assert!(
+        saw_running,
+        "no report saw the run going ({live_reports} made)"
+    );
     let out = env.run(&["report", "jobs.results.jsonl"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let html = std::fs::read_to_string(env.path("jobs.results.report.html")).unwrap();

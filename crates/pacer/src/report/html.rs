@@ -199,15 +199,28 @@ fn pace_series(
     }
 }
 
-fn level(data: &ReportData, name: String, color: &'static str, v: Option<f64>) -> Option<Series> {
-    v.map(|v| Series {
-        name,
+/// A run's setting (a limit, the budget) as a dashed level over each run
+/// that had it, with gaps between runs.
+fn per_run(
+    data: &ReportData,
+    name: &str,
+    color: &'static str,
+    f: fn(&super::data::RunInfo) -> Option<f64>,
+) -> Option<Series> {
+    let mut points = Vec::new();
+    for r in &data.runs {
+        if let Some(v) = f(r) {
+            let end = r.ended_ms.unwrap_or(data.end_ms).max(r.started_ms);
+            points.push((r.started_ms as f64, Some(v)));
+            points.push((end as f64, Some(v)));
+            points.push((end as f64, None));
+        }
+    }
+    (!points.is_empty()).then(|| Series {
+        name: name.into(),
         color,
         style: Style::Dashed,
-        points: vec![
-            (data.start_ms as f64, Some(v)),
-            (data.end_ms as f64, Some(v)),
-        ],
+        points,
     })
 }
 
@@ -234,19 +247,15 @@ fn charts(o: &mut String, data: &ReportData) {
     let x0 = data.start_ms as f64;
     let x1 = data.end_ms as f64;
     let marks = markers(data);
-    let limit = |f: fn(&super::data::RunInfo) -> Option<f64>| data.runs.iter().rev().find_map(f);
-    let nonzero = |v: u64| Some(v as f64);
 
     let mut requests = vec![
-        bucket_series(data, "sent/min", BLUE, |b| {
-            nonzero(b.sent).map(|_| per_min(data, b.sent))
-        }),
+        bucket_series(data, "sent/min", BLUE, |b| Some(per_min(data, b.sent))),
         bucket_series(data, "succeeded/min", GREEN, |b| {
             Some(per_min(data, b.succeeded))
         }),
         pace_series(data, "pace (rpm)", ORANGE, |p| p.rpm),
     ];
-    requests.extend(level(data, "limit (--rpm)".into(), RED, limit(|r| r.rpm)));
+    requests.extend(per_run(data, "limit (--rpm)", RED, |r| r.rpm));
 
     let mut tokens = vec![
         bucket_series(data, "tokens/min (real)", BLUE, |b| {
@@ -257,7 +266,7 @@ fn charts(o: &mut String, data: &ReportData) {
         }),
         pace_series(data, "pace (tpm)", ORANGE, |p| p.tpm),
     ];
-    tokens.extend(level(data, "limit (--tpm)".into(), RED, limit(|r| r.tpm)));
+    tokens.extend(per_run(data, "limit (--tpm)", RED, |r| r.tpm));
 
     let errors = vec![
         bucket_series(data, "429s/min", ORANGE, |b| {
@@ -295,12 +304,7 @@ fn charts(o: &mut String, data: &ReportData) {
             })
             .collect(),
     }];
-    cost.extend(level(
-        data,
-        "budget (--max-cost)".into(),
-        RED,
-        data.budget(),
-    ));
+    cost.extend(per_run(data, "budget (--max-cost)", RED, |r| r.max_cost));
 
     let specs: [(&str, &str, &str, bool, Vec<Series>); 5] = [
         (

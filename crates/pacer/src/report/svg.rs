@@ -105,7 +105,7 @@ pub(crate) fn elapsed(ms: f64) -> String {
 
 /// A round step giving about `n` ticks over `range`.
 pub(crate) fn nice_step(range: f64, n: f64) -> f64 {
-    if !(range > 0.0) || !range.is_finite() {
+    if range.is_nan() || range <= 0.0 || !range.is_finite() {
         return 1.0;
     }
     let raw = range / n;

@@ -126,8 +126,8 @@ fn error_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(r) = cause.downcast_ref::<pacer::report::ReportError>() {
             return match r {
-                pacer::report::ReportError::Store(s) => store_code(s),
                 r if r.is_usage() => exit::USAGE,
+                pacer::report::ReportError::Store(s) => store_code(s),
                 _ => exit::INTERNAL,
             };
         }
@@ -259,5 +259,7 @@ mod tests {
             exit::INTERNAL
         );
         assert_eq!(Outcome::Stopped.code(), exit::STOPPED);
+        let not_a_state = pacer::report::ReportError::NotAState("x.db".into());
+        assert_eq!(error_code(&anyhow::Error::new(not_a_state)), exit::USAGE);
     }
 }

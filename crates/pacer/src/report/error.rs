@@ -29,14 +29,16 @@ pub enum ReportError {
 }
 
 impl ReportError {
-    /// A path the user can fix (missing, not a state, too new).
+    /// A path the user can fix: missing, not a state (or not SQLite at
+    /// all), or written by a newer pacer.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            ReportError::Io { .. }
-                | ReportError::NotAState(_)
-                | ReportError::Store(StoreError::TooNew { .. })
-        ) || matches!(self, ReportError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. } if e.code == rusqlite::ErrorCode::NotADatabase)
-            || matches!(self, ReportError::Store(StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }) if e.code == rusqlite::ErrorCode::NotADatabase)
+        let not_a_database = |e: &rusqlite::Error| matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase);
+        match self {
+            ReportError::Io { .. } | ReportError::NotAState(_) => true,
+            ReportError::Store(StoreError::TooNew { .. }) => true,
+            ReportError::Store(StoreError::Sqlite { source, .. }) => not_a_database(source),
+            ReportError::Sqlite { source, .. } => not_a_database(source),
+            _ => false,
+        }
     }
 }

@@ -7,7 +7,8 @@
 #
 # The state is made with the sqlite3 CLI from pacer's own migrations
 # (crates/pacer/src/store/migrations/*.sql), so its schema is the one a run
-# writes: N requests, all done; N successful attempts spread over two hours
+# writes: N requests, all done (bodies of ~320 bytes, as a real job's are
+# read past by the summary's queries); N successful attempts spread over two hours
 # (latencies 200-1,100 ms, 1% slow ones at +4 s), 3% extra 429 attempts and
 # 1% extra 500s, the pace once every 10 s, one run with a budget. Then
 # `pacer report` (release build) runs RUNS times (default 3) and the median
@@ -41,7 +42,9 @@ BEGIN;
 WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < $N - 1)
 INSERT INTO requests (idx, custom_id, state, attempts, url, body, model, est_prompt, est_output,
                       prompt_tokens, completion_tokens, cost_usd, cached_tokens)
-SELECT i, printf('r%07d', i), 2, 1, '/v1/chat/completions', '{}', 'gpt-4o-mini', 150, 300,
+SELECT i, printf('r%07d', i), 2, 1, '/v1/chat/completions',
+       printf('{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Summarise document %d: %s"}],"max_tokens":300}', i, hex(randomblob(100))),
+       'gpt-4o-mini', 150, 300,
        140, 240, 0.000165, 0 FROM c;
 -- Two hours: request i goes out at i * span / N ms.
 WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < $N - 1)

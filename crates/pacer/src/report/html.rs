@@ -157,8 +157,12 @@ fn mid(data: &ReportData, start_ms: i64) -> f64 {
     start_ms as f64 + data.bucket_ms as f64 / 2.0
 }
 
-fn per_min(data: &ReportData, n: u64) -> f64 {
-    n as f64 * 60_000.0 / data.bucket_ms as f64
+/// A bucket's count as a rate per minute. The last bucket is cut by the
+/// end of the history: its rate is over the part it covers (at least a
+/// second), or a live page would always show a drop at its right edge.
+fn per_min(data: &ReportData, b: &super::data::Bucket, n: u64) -> f64 {
+    let covered = (data.end_ms - b.start_ms).clamp(1_000, data.bucket_ms.max(1_000));
+    n as f64 * 60_000.0 / covered as f64
 }
 
 fn bucket_series(
@@ -249,9 +253,9 @@ fn charts(o: &mut String, data: &ReportData) {
     let marks = markers(data);
 
     let mut requests = vec![
-        bucket_series(data, "sent/min", BLUE, |b| Some(per_min(data, b.sent))),
+        bucket_series(data, "sent/min", BLUE, |b| Some(per_min(data, b, b.sent))),
         bucket_series(data, "succeeded/min", GREEN, |b| {
-            Some(per_min(data, b.succeeded))
+            Some(per_min(data, b, b.succeeded))
         }),
         pace_series(data, "pace (rpm)", ORANGE, |p| p.rpm),
     ];
@@ -259,10 +263,10 @@ fn charts(o: &mut String, data: &ReportData) {
 
     let mut tokens = vec![
         bucket_series(data, "tokens/min (real)", BLUE, |b| {
-            Some(per_min(data, b.tokens))
+            Some(per_min(data, b, b.tokens))
         }),
         bucket_series(data, "estimated/min (sent)", GREY, |b| {
-            Some(per_min(data, b.est_tokens))
+            Some(per_min(data, b, b.est_tokens))
         }),
         pace_series(data, "pace (tpm)", ORANGE, |p| p.tpm),
     ];
@@ -270,14 +274,16 @@ fn charts(o: &mut String, data: &ReportData) {
 
     let errors = vec![
         bucket_series(data, "429s/min", ORANGE, |b| {
-            Some(per_min(data, b.rate_limited))
+            Some(per_min(data, b, b.rate_limited))
         }),
         bucket_series(data, "retries/min", BLUE, |b| {
-            Some(per_min(data, b.retried))
+            Some(per_min(data, b, b.retried))
         }),
-        bucket_series(data, "errors/min", RED, |b| Some(per_min(data, b.errors))),
+        bucket_series(data, "errors/min", RED, |b| {
+            Some(per_min(data, b, b.errors))
+        }),
         bucket_series(data, "failed/min", PURPLE, |b| {
-            Some(per_min(data, b.failed))
+            Some(per_min(data, b, b.failed))
         }),
     ];
 

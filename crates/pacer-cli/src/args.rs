@@ -61,6 +61,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Cancel a job's batches running at the provider (sent with `run --via batch`).
     Cancel(CancelArgs),
+    /// Write a run's report: one self-contained HTML page of charts and tables.
+    Report(ReportArgs),
 }
 
 /// How `pacer run` sends requests.
@@ -228,6 +230,16 @@ pub struct StatusArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The state file, or the run's input or output (its state is found
+    /// beside it); default: the only *.pacer.db in the current folder.
+    pub state: Option<PathBuf>,
+    /// Where to write the page (default: the state's name with .report.html).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

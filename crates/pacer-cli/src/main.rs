@@ -95,6 +95,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::verify(args).await,
             Command::Serve(args) => commands::serve::serve(args).await,
             Command::Cancel(args) => commands::cancel::cancel(args).await,
+            Command::Report(args) => commands::report::report(args),
         }
     });
     ExitCode::from(match result {
@@ -122,6 +123,13 @@ fn error_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return store_code(s);
+        }
+        if let Some(r) = cause.downcast_ref::<pacer::report::ReportError>() {
+            return match r {
+                r if r.is_usage() => exit::USAGE,
+                pacer::report::ReportError::Store(s) => store_code(s),
+                _ => exit::INTERNAL,
+            };
         }
         if let Some(g) = cause.downcast_ref::<pacer::gateway::GatewayError>() {
             return if g.is_usage() {
@@ -251,5 +259,7 @@ mod tests {
             exit::INTERNAL
         );
         assert_eq!(Outcome::Stopped.code(), exit::STOPPED);
+        let not_a_state = pacer::report::ReportError::NotAState("x.db".into());
+        assert_eq!(error_code(&anyhow::Error::new(not_a_state)), exit::USAGE);
     }
 }

@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod estimate;
 pub mod export;
 pub mod mock;
+pub mod report;
 pub mod run;
 pub mod serve;
 pub mod status;

@@ -206,16 +206,22 @@ async fn start_dashboard(
     Ok((dashboard, metrics))
 }
 
-/// The dashboard's page: the report of the run's state as it is now.
+/// The dashboard's page: the report of the run's state as it is now,
+/// reloading itself every few seconds.
 fn dashboard_page(state: &Path) -> pacer::report::dashboard::Page {
     let state = state.to_path_buf();
+    let options = pacer::report::RenderOptions {
+        live_refresh: Some(DASHBOARD_REFRESH),
+    };
     Arc::new(move || {
-        Err(format!(
-            "the charts of {} are not available in this build",
-            state.display()
-        ))
+        pacer::report::ReportData::from_state(&state)
+            .map(|data| pacer::report::render(&data, &options))
+            .map_err(|e| e.to_string())
     })
 }
+
+/// How often the dashboard's page reloads itself.
+const DASHBOARD_REFRESH: Duration = Duration::from_secs(5);
 
 fn outcome(report: &pacer::engine::RunReport) -> Outcome {
     if report.stop.is_some() || report.summary.pending > 0 {
@@ -228,7 +234,7 @@ fn outcome(report: &pacer::engine::RunReport) -> Outcome {
 }
 
 /// `requests.jsonl` → `requests.results.jsonl`; a folder `docs/` → `docs.results.jsonl`.
-fn default_output(input: &Path) -> PathBuf {
+pub(crate) fn default_output(input: &Path) -> PathBuf {
     let trimmed = input.components().as_path();
     let stem = trimmed
         .file_stem()
@@ -239,7 +245,7 @@ fn default_output(input: &Path) -> PathBuf {
 }
 
 /// `x.results.jsonl` → `x.results.pacer.db`, beside the output.
-fn default_state(output: &Path) -> PathBuf {
+pub(crate) fn default_state(output: &Path) -> PathBuf {
     let name = output
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())

@@ -69,8 +69,18 @@ pub(crate) fn default_state() -> anyhow::Result<PathBuf> {
     find_state()
 }
 
+/// The only `*.pacer.db` in the current folder, for `pacer report`.
+pub(crate) fn state_for_report() -> anyhow::Result<PathBuf> {
+    find_state_for("report")
+}
+
 /// The only `*.pacer.db` in the current folder.
 fn find_state() -> anyhow::Result<PathBuf> {
+    find_state_for("status")
+}
+
+/// The only `*.pacer.db` in the current folder; errors name `pacer CMD STATE`.
+fn find_state_for(cmd: &str) -> anyhow::Result<PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(".").context("reading the current folder")? {
         let path = entry.context("reading the current folder")?.path();
@@ -80,13 +90,13 @@ fn find_state() -> anyhow::Result<PathBuf> {
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(UsageError(
-            "no *.pacer.db state file in the current folder; name one: pacer status STATE".into(),
-        )
+        0 => Err(UsageError(format!(
+            "no *.pacer.db state file in the current folder; name one: pacer {cmd} STATE"
+        ))
         .into()),
-        _ => Err(UsageError(
-            "several state files in the current folder; name one: pacer status STATE".into(),
-        )
+        _ => Err(UsageError(format!(
+            "several state files in the current folder; name one: pacer {cmd} STATE"
+        ))
         .into()),
     }
 }

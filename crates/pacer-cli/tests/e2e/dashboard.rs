@@ -288,3 +288,120 @@ async fn json_logs_are_one_object_a_line_without_colour() {
         stderr(&out)
     );
 }
+
+/// `data-points` of the chart `id` in a page.
+fn chart_points(html: &str, id: &str) -> u64 {
+    let key = format!("data-chart=\"{id}\" data-points=\"");
+    let start = html
+        .find(&key)
+        .unwrap_or_else(|| panic!("no chart {id} in {html:.3000}"))
+        + key.len();
+    html[start..start + html[start..].find('"').unwrap()]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_dashboard_draws_the_run_in_chromium_while_it_goes() {
+    // ~30 s of work at 600 rpm over 1-s windows, headers on.
+    let env = Env::new(MockConfig {
+        rpm: Some(600),
+        window: Some(Duration::from_secs(1)),
+        error_rate: 0.05,
+        latency: 50,
+        seed: Some(11),
+        ..MockConfig::default()
+    })
+    .await;
+    write_batch(env.dir.path(), "jobs.jsonl", 300);
+    let mut run = start(&env, &["run", "jobs.jsonl"]).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/", run.addr);
+
+    // Wait until a fair share is done: the charts have points to draw.
+    let done = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("pacer_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut waited = 0;
+    loop {
+        let m = http
+            .get(format!("http://{}/metrics", run.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if done(&m) >= 60.0 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 600, "the run made no progress: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let page = http.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("http-equiv=\"refresh\""), "{html:.2000}");
+    assert!(!html.contains(pacer_mock::DEFAULT_KEY));
+
+    // The same page in a real browser: loaded from the live server, every
+    // chart drawn with points, nothing refused or failing on its console.
+    let dump = crate::report::run_chromium(
+        env.dir.path(),
+        &url,
+        &["--dump-dom", "--enable-logging=stderr", "--v=0"],
+    )
+    .await;
+    let console = String::from_utf8_lossy(&dump.stderr).to_string();
+    assert!(dump.status.success(), "{console}");
+    for bad in ["Uncaught", "Refused to", "ERR_"] {
+        assert!(!console.contains(bad), "the browser said {bad}:\n{console}");
+    }
+    let dom = String::from_utf8_lossy(&dump.stdout).to_string();
+    for id in ["requests", "tokens", "errors", "latency", "cost"] {
+        assert!(chart_points(&dom, id) >= 2, "{id} has no points");
+    }
+    assert!(dom.contains("<polyline"), "{dom:.3000}");
+    assert!(
+        dom.contains("id=\"status\">running"),
+        "the run is shown as going: {dom:.3000}"
+    );
+
+    let shot = env.path("live.png");
+    let out = crate::report::run_chromium(
+        env.dir.path(),
+        &url,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,1600",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (w, h, mean, sd) = crate::report::png_stats(&shot);
+    assert_eq!((w, h), (1200, 1600));
+    assert!(
+        mean < 252.0 && sd > 10.0,
+        "blank? mean {mean:.1}, sd {sd:.1}"
+    );
+
+    // The run ends as it would without a dashboard.
+    let status = tokio::time::timeout(Duration::from_secs(120), run.child.wait())
+        .await
+        .expect("the run ends")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -12,6 +12,7 @@ mod inputs;
 mod money;
 mod network;
 mod providers;
+mod report;
 mod serve;
 mod serve_support;
 mod streams;

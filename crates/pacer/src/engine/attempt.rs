@@ -16,7 +16,7 @@ use crate::report::{Event, Summary, Tally};
 use crate::retry::{
     admissible_wait, NextStep, Outcome, RetryPolicy, RetryReason, StopReason, Verdict,
 };
-use crate::store::{Command, RequestState};
+use crate::store::{AttemptOutcome, AttemptRecord, Command, RequestState};
 use crate::transport::{display_url, Answer, Transport, TransportError};
 use serde_json::Value;
 
@@ -205,6 +205,19 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
         status: result.as_ref().ok().map(|a| a.status),
         latency,
     });
+    let latency_ms = latency.as_millis().min(u64::MAX as u128) as u64;
+    let mut record = AttemptRecord {
+        idx: item.idx,
+        sent_unix_ms: unix_ms(SystemTime::now()).saturating_sub(latency_ms as i64),
+        wait_ms: item.wait.as_millis().min(u64::MAX as u128) as u64,
+        latency_ms,
+        status: result.as_ref().map_or(0, |a| a.status),
+        outcome: AttemptOutcome::Stopped,
+        est_tokens: item.estimate.total(),
+        tokens: None,
+        cost_usd: None,
+        error: None,
+    };
     // A success is charged what its usage says; read the body once here.
     let success = match (&outcome.verdict, &result) {
         (Verdict::Success, Ok(answer)) => {
@@ -232,14 +245,31 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
     match outcome.verdict {
         Verdict::Success => {
             let (answer, body, usage) = success.expect("a success has its answer");
-            succeed(&ctx, item, answer, body, usage)
+            succeed(&ctx, item, answer, body, usage, record)
         }
-        Verdict::Fail => finish_failed(&ctx, item, failure),
-        Verdict::Retry(reason) => {
-            retry_or_give_up(&ctx, item, reason, failure, change.circuit_open, now)
+        Verdict::Fail => finish_failed(&ctx, item, failure, record),
+        Verdict::Retry(reason) => retry_or_give_up(
+            &ctx,
+            item,
+            reason,
+            failure,
+            change.circuit_open,
+            now,
+            record,
+        ),
+        Verdict::Stop(reason) => {
+            if !matches!(failure, Failure::Http(a) if (200..300).contains(&a.status)) {
+                record.error = Some((failure.kind(), failure.describe()));
+            }
+            stop_run(&ctx, item, reason, record)
         }
-        Verdict::Stop(reason) => stop_run(&ctx, item, reason),
     }
+}
+
+/// A wall-clock time as unix milliseconds (0 before 1970).
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// A failed attempt: an HTTP answer, or none.
@@ -261,6 +291,14 @@ impl Failure<'_> {
         }
     }
 
+    /// The kind the history counts it under: `HTTP 429`, `timeout`...
+    fn kind(&self) -> String {
+        match self {
+            Failure::Http(a) => format!("HTTP {}", a.status),
+            Failure::Transport(e) => e.code().to_string(),
+        }
+    }
+
     fn unreached_cause(&self) -> Option<String> {
         match self {
             Failure::Transport(e) => e.unreached_cause(),
@@ -276,7 +314,14 @@ fn request_id(answer: &Answer) -> &str {
         .unwrap_or("")
 }
 
-fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, body: Value, usage: Option<Usage>) {
+fn succeed(
+    ctx: &Ctx,
+    mut item: Item,
+    answer: &Answer,
+    body: Value,
+    usage: Option<Usage>,
+    mut record: AttemptRecord,
+) {
     let model = item.model.clone().or_else(|| {
         body.get("model")
             .and_then(|m| m.as_str())
@@ -295,6 +340,10 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, body: Value, usage: Optio
         });
     }
     ctx.settle(&mut item, cost);
+    record.outcome = AttemptOutcome::Success;
+    record.tokens = usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
+    record.cost_usd = cost;
+    ctx.write(Command::Attempt(record));
     let line = response_line(&item.custom_id, answer.status, request_id(answer), body);
     ctx.write(Command::Finish {
         idx: item.idx,
@@ -308,7 +357,7 @@ fn succeed(ctx: &Ctx, mut item: Item, answer: &Answer, body: Value, usage: Optio
     });
 }
 
-fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>) {
+fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, mut record: AttemptRecord) {
     ctx.settle(&mut item, None);
     let (line, error) = match failure {
         Failure::Http(a) => (
@@ -325,6 +374,9 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>) {
             e.to_string(),
         ),
     };
+    record.outcome = AttemptOutcome::Failed;
+    record.error = Some((failure.kind(), error.clone()));
+    ctx.write(Command::Attempt(record));
     ctx.write(Command::Finish {
         idx: item.idx,
         state: RequestState::Failed,
@@ -344,6 +396,7 @@ fn retry_or_give_up(
     failure: Failure<'_>,
     circuit_open: bool,
     now: Instant,
+    mut record: AttemptRecord,
 ) {
     let step = ctx.policy.next_step(
         &mut item.retry,
@@ -364,10 +417,12 @@ fn retry_or_give_up(
                     .waiting_since
                     .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
                 let url = display_url(&ctx.transport.endpoint(&item.url));
-                return stop_run(ctx, item, StopReason::UnreachableFor { url, cause, waited });
+                record.error = Some((failure.kind(), failure.describe()));
+                let reason = StopReason::UnreachableFor { url, cause, waited };
+                return stop_run(ctx, item, reason, record);
             }
             // Out of retries: the last answer is the request's result.
-            None => return finish_failed(ctx, item, failure),
+            None => return finish_failed(ctx, item, failure, record),
         },
     };
     ctx.settle(&mut item, None);
@@ -380,17 +435,23 @@ fn retry_or_give_up(
     ctx.events.emit(Event::Retrying {
         rate_limited: matches!(reason, RetryReason::RateLimited { .. }),
     });
+    let error = failure.describe();
+    record.outcome = AttemptOutcome::Retried;
+    record.error = Some((failure.kind(), error.clone()));
+    ctx.write(Command::Attempt(record));
     ctx.write(Command::Retry {
         idx: item.idx,
-        error: failure.describe(),
+        error,
     });
     if let Err(mpsc::error::SendError((item, _))) = ctx.retries.send((item, at)) {
         ctx.write(Command::Requeue { idx: item.idx });
     }
 }
 
-fn stop_run(ctx: &Ctx, mut item: Item, reason: StopReason) {
+fn stop_run(ctx: &Ctx, mut item: Item, reason: StopReason, mut record: AttemptRecord) {
     ctx.settle(&mut item, None);
+    record.outcome = AttemptOutcome::Stopped;
+    ctx.write(Command::Attempt(record));
     let sentence = reason.to_string();
     if ctx.stop.trigger(reason) {
         ctx.events.emit(Event::Stopping { reason: sentence });

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
 
-use super::attempt::{attempt, Ctx, Emitter, Stop};
+use super::attempt::{attempt, unix_ms, Ctx, Emitter, Stop};
 use super::batch::{Api as BatchApiClient, BatchOptions, Driver, DriverParts, Via};
 use super::item::{Item, Ready};
 use super::pace::{InFlight, Pacer};
@@ -22,7 +22,10 @@ use crate::cost::{Budget, CostMeter, PriceTable};
 use crate::endpoint::Endpoint;
 use crate::report::{Event, Summary};
 use crate::retry::StopReason;
-use crate::store::{Durable, JobStore, PendingCursor, Recovery, RequestState, Writer};
+use crate::store::{
+    Command, Durable, JobStore, PaceRecord, PendingCursor, Recovery, RequestState, RunRecord,
+    Writer,
+};
 use crate::transport::Transport;
 
 /// Pending requests read from the store at a time.
@@ -138,6 +141,17 @@ pub async fn run(
     let reader = JobStore::open(&cfg.state)?;
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
+    writer.send(Command::RunStarted(RunRecord {
+        started_unix_ms: unix_ms(std::time::SystemTime::now()),
+        via: match cfg.via {
+            Via::Live => "live",
+            Via::Batch(_) => "batch",
+        },
+        max_cost: cfg.max_cost,
+        rpm: cfg.limits.rpm,
+        tpm: cfg.limits.tpm,
+        concurrency: cfg.limits.concurrency,
+    }))?;
     if let Via::Batch(options) = &cfg.via {
         let batches = Batches {
             options: options.clone(),
@@ -177,6 +191,7 @@ pub async fn run(
         ctx.pacer.trip_circuit(Instant::now());
     }
     ctx.emit_pace();
+    let pace_log = tokio::spawn(record_pace(ctx.clone()));
 
     let remaining = counts.pending + counts.in_flight;
     let all_done = Arc::new(Notify::new());
@@ -220,8 +235,11 @@ pub async fn run(
     while workers.join_next().await.is_some() {}
     interrupt.abort();
     timers.abort();
+    pace_log.abort();
+    let _ = pace_log.await;
     let stop = ctx.stop.reason().cloned();
     drop(ctx);
+    end_run(&writer, stop.as_ref());
     let closed = writer.close().await;
     let _ = tracker.await;
     dispatched?;
@@ -318,11 +336,43 @@ async fn run_batches(
     });
     let ended = driver.drive().await;
     interrupt.abort();
+    end_run(&b.writer, stop.reason());
     let closed = b.writer.close().await;
     let _ = tracker.await;
     let end = ended?;
     closed?;
     Ok((stop.reason().cloned(), end.open_at_provider))
+}
+
+/// Records the run's end in the history (the writer commits it with the rest).
+fn end_run(writer: &Writer, stop: Option<&StopReason>) {
+    let _ = writer.send(Command::RunEnded {
+        at_unix_ms: unix_ms(std::time::SystemTime::now()),
+        stop: stop.map(|s| s.to_string()),
+    });
+}
+
+/// The pace in force, for the history: checked once a second, written when
+/// it changed (so at most one row a second, none while it holds).
+async fn record_pace(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        let v = ctx.pacer.view();
+        if last == Some(v) {
+            continue;
+        }
+        last = Some(v);
+        let _ = ctx.writer.send(Command::Pace(PaceRecord {
+            at_unix_ms: unix_ms(std::time::SystemTime::now()),
+            rpm: v.rpm,
+            tpm: v.tpm,
+            concurrency: v.concurrency,
+            source: v.source,
+        }));
+    }
 }
 
 /// With `--max-cost`, every model of the job needs a price: a budget cannot
@@ -395,11 +445,13 @@ async fn dispatch(
             }
             continue;
         };
+        let queued = Instant::now();
         let admitted = tokio::select! {
             biased;
             _ = ctx.stop.cancelled() => None,
             permit = admit(ctx, &mut item, prices) => permit,
         };
+        item.wait = queued.elapsed();
         let Some(permit) = admitted else {
             release(ctx, &mut item);
             return Ok(());

@@ -27,6 +27,8 @@ pub(crate) struct Item {
     pub tokens: TokenTicket,
     /// Budget held for this request while it is in flight.
     pub reservation: Option<Reservation>,
+    /// How long its latest admission took (slot, budget, pace), for the history.
+    pub wait: std::time::Duration,
 }
 
 impl From<PendingRow> for Item {
@@ -47,6 +49,7 @@ impl From<PendingRow> for Item {
             },
             tokens: TokenTicket::plain(r.est_prompt.saturating_add(r.est_output)),
             reservation: None,
+            wait: std::time::Duration::ZERO,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! A small axum server beside the run (`pacer run --dashboard ADDR`). The
 //! page is whatever the caller's [`Page`] renders (the report of the run's
 //! state); rendering reads SQLite, so it runs on a blocking thread, one at a
-//! time, and a page younger than [`PAGE_FRESH`] is served again instead of
-//! rendered again: a dozen open browser tabs cost one render every few
-//! seconds, never one each. `/metrics` reads atomics only.
+//! time, and a page is served again instead of rendered again while it is
+//! younger than [`PAGE_FRESH`] or four times what it took to render: a
+//! dozen open browser tabs cost one render every few seconds, never one
+//! each, and a job so large that a render takes seconds spends at most a
+//! fifth of a core on its dashboard. `/metrics` reads atomics only.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,7 +43,14 @@ struct App {
     metrics: Arc<RunMetrics>,
     page: Page,
     rendering: Semaphore,
-    last: Mutex<Option<(Instant, Arc<String>)>>,
+    last: Mutex<Option<Rendered>>,
+}
+
+/// A page and how long it stays fresh.
+struct Rendered {
+    at: Instant,
+    fresh_for: Duration,
+    html: Arc<String>,
 }
 
 impl Dashboard {
@@ -122,8 +131,8 @@ async fn page(app: &Arc<App>) -> Result<Arc<String>, String> {
     let fresh = |app: &App| {
         let last = app.last.lock().expect("page cache lock");
         last.as_ref()
-            .filter(|(at, _)| at.elapsed() < PAGE_FRESH)
-            .map(|(_, html)| html.clone())
+            .filter(|r| r.at.elapsed() < r.fresh_for)
+            .map(|r| r.html.clone())
     };
     if let Some(html) = fresh(app) {
         return Ok(html);
@@ -138,11 +147,17 @@ async fn page(app: &Arc<App>) -> Result<Arc<String>, String> {
         return Ok(html);
     }
     let render = app.page.clone();
+    let began = Instant::now();
     let html = tokio::task::spawn_blocking(move || render())
         .await
         .map_err(|_| "rendering the page failed".to_string())??;
     let html = Arc::new(html);
-    *app.last.lock().expect("page cache lock") = Some((Instant::now(), html.clone()));
+    let at = Instant::now();
+    *app.last.lock().expect("page cache lock") = Some(Rendered {
+        at,
+        fresh_for: PAGE_FRESH.max(4 * (at - began)),
+        html: html.clone(),
+    });
     Ok(html)
 }
 

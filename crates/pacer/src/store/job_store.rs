@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_cached_tokens.sql"),
     include_str!("migrations/0003_batches.sql"),
+    include_str!("migrations/0004_history.sql"),
 ];
 
 /// The most tokens recorded for one request (10^12): far above any real
@@ -158,6 +159,56 @@ impl JobStore {
         store.configure()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Opens an existing state file read-only, for readers that must never
+    /// change it or hold up its writer (`pacer report`, a dashboard): no
+    /// creation, no migration, no WAL switch. WAL readers do not block the
+    /// writer; a busy timeout covers the moment a checkpoint holds the file.
+    pub fn open_read_only(path: &Path) -> Result<JobStore, StoreError> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| sql(path, e))?;
+        let store = JobStore {
+            conn,
+            path: path.to_path_buf(),
+            output_hash: None,
+        };
+        // Reading the schema version checks that this is an SQLite file.
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| store.err(e))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        Ok(store)
+    }
+
+    /// The schema version of the file (how many migrations ran).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The connection, for read-only queries of other modules (the report).
+    pub(crate) fn reader(&self) -> &Connection {
+        &self.conn
     }
 
     fn configure(&self) -> Result<(), StoreError> {

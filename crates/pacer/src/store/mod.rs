@@ -27,11 +27,15 @@
 //! - **Bounded numbers.** Every count written is clamped to [`MAX_TOKENS`]
 //!   and every aggregate is read as a float sum, so absurd usage reported by
 //!   a provider cannot make the state unreadable.
+//! - **History** (`history.rs`): every attempt, the pace in force and each
+//!   run's limits, in compact rows written through the same writer and its
+//!   batches; `pacer report` reads them (read-only, never blocking the writer).
 //! - **Crash recovery at start-up**, schema migrations in SQL files
 //!   (`migrations/`), `now` never read inside: the store keeps no clocks.
 
 mod batches;
 mod error;
+mod history;
 mod job_store;
 mod lock;
 mod writer;
@@ -41,6 +45,7 @@ pub use batches::{
     NewBatch,
 };
 pub use error::StoreError;
+pub use history::{AttemptOutcome, AttemptRecord, PaceRecord, RunRecord};
 pub use job_store::{
     Counts, JobStore, PendingCursor, PendingRow, Recovery, RequestState, MAX_TOKENS, MAX_USD,
 };

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use rusqlite::{params, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::history::{self, Epoch};
 use super::job_store::{count_to_sql, set_output_len, sql, usd_to_sql};
 use super::{JobStore, RequestState, StoreError};
 
@@ -38,6 +39,17 @@ pub enum Command {
     Flush(oneshot::Sender<()>),
     /// A change to the job's provider batches (`--via batch`).
     Batch(super::BatchCommand),
+    /// One attempt, for the history (`pacer report`).
+    Attempt(super::AttemptRecord),
+    /// The pace in force changed (at most one a second).
+    Pace(super::PaceRecord),
+    /// A run starts, with its configured limits and budget.
+    RunStarted(super::RunRecord),
+    /// The run ends (`stop`: why it stopped early).
+    RunEnded {
+        at_unix_ms: i64,
+        stop: Option<String>,
+    },
 }
 
 /// A finished request whose output line is durable in the output file.
@@ -89,8 +101,10 @@ impl Writer {
                 hasher
             }
         };
+        let epoch = Epoch::load(store.conn()).map_err(|e| sql(store.path(), e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = WriterThread {
+            epoch,
             store,
             file,
             output: output.to_path_buf(),
@@ -147,6 +161,8 @@ impl Writer {
 }
 
 struct WriterThread {
+    /// The history's clock origin (`meta.history_epoch_ms`).
+    epoch: Epoch,
     store: JobStore,
     file: File,
     output: PathBuf,
@@ -179,6 +195,7 @@ impl WriterThread {
 
     fn apply(&mut self, batch: &mut Vec<Command>) -> Result<(), StoreError> {
         let path = self.store.path().to_path_buf();
+        let epoch = &mut self.epoch;
         let mut lines = Vec::new();
         let mut finished = Vec::new();
         let mut flushes = Vec::new();
@@ -249,6 +266,12 @@ impl WriterThread {
                             Ok(())
                         }
                         Command::Batch(cmd) => super::batches::apply(&tx, cmd),
+                        Command::Attempt(a) => history::record_attempt(&tx, epoch, a),
+                        Command::Pace(p) => history::record_pace(&tx, epoch, p),
+                        Command::RunStarted(r) => history::record_run_start(&tx, epoch, r),
+                        Command::RunEnded { at_unix_ms, stop } => {
+                            history::record_run_end(&tx, epoch, at_unix_ms, stop)
+                        }
                     }
                     .map_err(|e| sql(&path, e))?;
                 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ensures the Python test dependencies: a virtual environment at
+# Ensures the test dependencies: redis-server (the shared-limits e2e tests
+# start their own) and curl from apt, and a virtual environment at
 # target/test-venv with the packages pinned in scripts/test-requirements.txt
 # (the official openai and anthropic SDKs, which the e2e tests of
 # `pacer serve` run against the gateway).
@@ -30,6 +31,17 @@ if ! command -v curl >/dev/null 2>&1; then
         || fail "curl is missing and cannot be installed here (apt-get as root is needed)."
     apt-get install -y -qq curl >/dev/null 2>&1 \
         || fail "curl is missing and 'apt-get install curl' failed."
+fi
+
+# redis-server: the e2e tests of --redis start their own on a free port.
+if ! command -v redis-server >/dev/null 2>&1; then
+    { command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; } \
+        || fail "redis-server is missing and cannot be installed here (apt-get as root is needed)."
+    apt-get install -y -qq redis-server >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq redis-server >/dev/null 2>&1; } \
+        || fail "redis-server is missing and 'apt-get install redis-server' failed."
+    command -v redis-server >/dev/null 2>&1 \
+        || fail "redis-server was installed but is not on PATH."
 fi
 
 [[ -f $req ]] || fail "cannot install the Python test dependencies: $req is missing."

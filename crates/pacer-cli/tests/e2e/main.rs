@@ -11,6 +11,8 @@ mod inputs;
 mod money;
 mod network;
 mod providers;
+mod redis;
+mod redis_support;
 mod serve;
 mod serve_support;
 mod streams;

@@ -21,6 +21,10 @@ use crate::support::*;
 /// One test at a time: each measures a pace on a shared machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Time for `pacer run`s (debug builds) to start and check the key, on a
+/// loaded two-core machine: not pacing, so outside the 5% bound.
+const STARTUP: f64 = 7.0;
+
 /// The simulator's limit: 10 a second, a bucket of 10.
 const PER_SECOND: f64 = 10.0;
 const BUCKET: f64 = 10.0;
@@ -69,6 +73,62 @@ fn span(env: &Env) -> f64 {
     (last - first) as f64 / 1000.0
 }
 
+/// The stretch while every run was sending (from the last run's first
+/// request to the last request): its requests and its seconds. Start-up
+/// staggers the runs on a loaded machine; this is where they share.
+fn all_running(env: &Env) -> (usize, f64) {
+    let chats: Vec<(u64, char)> = env
+        .mock
+        .log()
+        .iter()
+        .filter(|e| e.path == "/v1/chat/completions")
+        .filter_map(|e| Some((e.at_ms, e.client_request_id.as_ref()?.chars().next()?)))
+        .collect();
+    let mut firsts = std::collections::HashMap::new();
+    for (at, run) in &chats {
+        firsts.entry(*run).or_insert(*at);
+    }
+    let start = firsts.values().copied().max().unwrap_or(0);
+    let end = chats.iter().map(|(at, _)| *at).max().unwrap_or(0);
+    let n = chats.iter().filter(|(at, _)| *at >= start).count();
+    (n, end.saturating_sub(start) as f64 / 1000.0)
+}
+
+/// Asserts the runs' combined pace: while all ran, within 5% of the
+/// limit and not above it; from the first request, within 10%; from the
+/// start, within 5% plus the start-up.
+fn assert_combined_pace(env: &Env, total: usize, wall: f64, what: &str) {
+    let (n429, requests) = share_429(env);
+    let min = minimum(total);
+    let span = span(env);
+    let (n_all, secs_all) = all_running(env);
+    let min_all = minimum(n_all);
+    eprintln!(
+        "issue 11 / {what}: {n429} 429s of {requests} requests, wall {wall:.1} s (minimum {min:.1} s), \
+         first to last request {span:.1} s, all running: {n_all} requests in {secs_all:.1} s (minimum {min_all:.1} s)"
+    );
+    assert!(
+        n429 * 100 <= requests,
+        "{n429} 429s of {requests}: more than 1%"
+    );
+    assert!(
+        span >= min * 0.97,
+        "faster than the limit allows: {span:.1} s"
+    );
+    assert!(
+        secs_all <= min_all * 1.05 + 0.5,
+        "all running: {secs_all:.1} s is more than 5% above {min_all:.1} s"
+    );
+    assert!(
+        span <= min * 1.10,
+        "span {span:.1} s is more than 10% above {min:.1} s"
+    );
+    assert!(
+        wall <= min * 1.05 + STARTUP,
+        "wall {wall:.1} s against {min:.1} s"
+    );
+}
+
 /// Starts `pacer run INPUT --json --redis URL ARGS` per input, at once, and
 /// waits for all.
 async fn run_all(env: &Env, redis: &str, jobs: &[(PathBuf, Vec<(&str, &str)>)]) -> Vec<Output> {
@@ -103,7 +163,7 @@ fn assert_no_key_in_redis(redis: &RedisServer, key: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_runs_on_one_key_keep_one_limit_together() {
     let _one = SERIAL.lock().await;
-    const EACH: usize = 200;
+    const EACH: usize = 300;
     let redis = RedisServer::start();
     let env = Env::new(limited(MockConfig::default())).await;
     let jobs: Vec<_> = ["a", "b", "c"]
@@ -122,29 +182,11 @@ async fn three_runs_on_one_key_keep_one_limit_together() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
         assert_complete_and_matching(input, &input.with_extension("results.jsonl"));
     }
-    let (n429, requests) = share_429(&env);
-    let min = minimum(3 * EACH);
-    let span = span(&env);
-    eprintln!(
-        "issue 11 / 3 runs × {EACH} on one Redis, 600 rpm over 1 s: {n429} 429s of {requests} requests, \
-         wall {wall:.1} s, first to last request {span:.1} s (minimum {min:.0} s)"
-    );
-    assert!(
-        n429 * 100 <= requests,
-        "{n429} 429s of {requests}: more than 1%"
-    );
-    assert!(
-        span >= min * 0.97,
-        "faster than the limit allows: {span:.1} s"
-    );
-    assert!(
-        span <= min * 1.05,
-        "span {span:.1} s is more than 5% above {min:.0} s"
-    );
-    // Start-up (three processes, the key check) is not pacing: 2 s for it.
-    assert!(
-        wall <= min * 1.05 + 2.0,
-        "wall {wall:.1} s against {min:.0} s"
+    assert_combined_pace(
+        &env,
+        3 * EACH,
+        wall,
+        &format!("3 runs × {EACH} on one Redis, 600 rpm over 1 s"),
     );
     assert_no_key_in_redis(&redis, DEFAULT_KEY);
 }
@@ -270,7 +312,7 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing_and_passes_no_limit() 
     // Each at half the limit while Redis was away: the pace holds, and
     // full speed is back within seconds of Redis.
     assert!(
-        wall <= min * 1.15 + 2.0,
+        wall <= min * 1.15 + STARTUP,
         "wall {wall:.1} s against {min:.0} s"
     );
 }
@@ -278,7 +320,7 @@ async fn redis_killed_and_restarted_mid_run_loses_nothing_and_passes_no_limit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_skewed_clock_changes_nothing() {
     let _one = SERIAL.lock().await;
-    const EACH: usize = 150;
+    const EACH: usize = 250;
     let redis = RedisServer::start();
     let env = Env::new(limited(MockConfig::default())).await;
     let jobs = vec![
@@ -305,28 +347,11 @@ async fn a_skewed_clock_changes_nothing() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
         assert_complete_and_matching(input, &input.with_extension("results.jsonl"));
     }
-    let (n429, requests) = share_429(&env);
-    let min = minimum(2 * EACH);
-    let span = span(&env);
-    eprintln!(
-        "issue 11 / clocks +1 h and -45 s, 2 runs × {EACH}: {n429} 429s of {requests} requests, \
-         wall {wall:.1} s, first to last request {span:.1} s (minimum {min:.0} s)"
-    );
-    assert!(
-        n429 * 100 <= requests,
-        "{n429} 429s of {requests}: more than 1%"
-    );
-    assert!(
-        span >= min * 0.97,
-        "faster than the limit allows: {span:.1} s"
-    );
-    assert!(
-        span <= min * 1.05,
-        "span {span:.1} s is more than 5% above {min:.0} s"
-    );
-    assert!(
-        wall <= min * 1.05 + 2.0,
-        "wall {wall:.1} s against {min:.0} s"
+    assert_combined_pace(
+        &env,
+        2 * EACH,
+        wall,
+        &format!("clocks +1 h and -45 s, 2 runs × {EACH}"),
     );
 }
 

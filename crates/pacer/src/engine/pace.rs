@@ -20,6 +20,9 @@ use crate::shared::SharedLimits;
 
 /// Pause after a 429 that names no wait.
 const DEFAULT_429_PAUSE: Duration = Duration::from_secs(1);
+/// With shared limits, how long the second admission waits for the first
+/// answer at most.
+const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// What one answer changed, for the caller's events and retry decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -68,6 +71,8 @@ pub struct Pacer {
     /// The limits shared with other processes through Redis (`--redis`):
     /// the rate and pause decisions go through it too.
     shared: Option<Arc<SharedLimits>>,
+    /// Whether this process has admitted a request yet.
+    admitted_once: std::sync::atomic::AtomicBool,
 }
 
 /// A request's places in flight: its share of the paced concurrency, given
@@ -114,6 +119,7 @@ impl Pacer {
             answers: std::sync::atomic::AtomicU64::new(0),
             answered: Notify::new(),
             shared: None,
+            admitted_once: std::sync::atomic::AtomicBool::new(false),
         };
         pacer.lock().resize(&pacer.semaphore);
         pacer
@@ -164,6 +170,16 @@ impl Pacer {
     /// Waits until one request of `tokens` may go: the circuit, the gate,
     /// then each limit. Cancel-safe: nothing is charged until a limit admits.
     pub async fn admit(&self, tokens: u64) -> TokenTicket {
+        if self.shared.is_some()
+            && self
+                .admitted_once
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            // A process's first request pays its one-off costs (a connection,
+            // lazy set-up): places reserved behind it in the shared line would
+            // be used late, all at once, into a bucket others have refilled.
+            self.first_answer(FIRST_ANSWER_WAIT).await;
+        }
         loop {
             // Registered before the check, so a close in between is not missed.
             let closed = self.circuit_closed.notified();

@@ -23,6 +23,12 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_RESERVE_AHEAD: Duration = Duration::from_secs(2);
 /// The longest sleep between two asks while refused.
 const MAX_REFUSED_SLEEP: Duration = Duration::from_secs(5);
+/// The share of a provider's bucket (as its headers show it) that the
+/// processes spend at once. A place in line is used a moment after it is
+/// reserved, later on a loaded machine: a burst used late and the burst the
+/// others reserve after it (the bucket refilled meanwhile, on Redis's
+/// books) reach the provider together, and must fit in its one bucket.
+const SEEN_BURST_SHARE: f64 = 0.5;
 /// The environment variable that offsets this process's wall clock, for the
 /// clock-skew test: milliseconds, may be negative.
 const SKEW_ENV: &str = "PACER_TEST_CLOCK_SKEW_MS";
@@ -258,8 +264,14 @@ impl SharedLimits {
         let c = self.configured;
         let (cr, cb) = parts(c.requests);
         let (ct, ctb) = parts(c.tokens);
-        let (sr, sb) = parts(seen.requests);
-        let (st, stb) = parts(seen.tokens);
+        let margin = |s: Option<Share>| {
+            s.map(|s| Share {
+                burst: (s.burst * SEEN_BURST_SHARE).max(1.0),
+                ..s
+            })
+        };
+        let (sr, sb) = parts(margin(seen.requests));
+        let (st, stb) = parts(margin(seen.tokens));
         let raw: RawAdmit = self
             .admit
             .key(self.scope.key("rtat"))

@@ -289,7 +289,7 @@ impl SharedLimits {
             .arg(sb)
             .arg(st)
             .arg(stb)
-            .arg(if resume { 1 } else { 0 })
+            .arg(u8::from(resume))
             .arg(u64::try_from(MAX_RESERVE_AHEAD.as_micros()).unwrap_or(u64::MAX))
             .invoke_async(&mut conn)
             .await?;

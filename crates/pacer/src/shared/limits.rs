@@ -370,7 +370,7 @@ impl SharedLimits {
             .arg(self.wall_clock_ms())
             .invoke_async(&mut conn)
             .await?;
-        lock(&self.state).workers = u32::try_from(alive).unwrap_or(1).clamp(1, 100_000);
+        lock(&self.state).workers = super::reply::workers(alive);
         Ok(())
     }
 

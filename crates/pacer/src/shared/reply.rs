@@ -58,11 +58,16 @@ impl AdmitReply {
         AdmitReply {
             granted: *granted == 1,
             wait,
-            workers: u32::try_from(*alive).unwrap_or(1).clamp(1, MAX_WORKERS),
+            workers: workers(*alive),
             requests: Share::parse(rpm, rburst),
             tokens: Share::parse(tpm, tburst),
         }
     }
+}
+
+/// A count of workers from Redis, between 1 and [`MAX_WORKERS`].
+pub(super) fn workers(alive: i64) -> u32 {
+    u32::try_from(alive.clamp(1, i64::from(MAX_WORKERS))).unwrap_or(1)
 }
 
 /// A process's share of a limit while Redis is away: the limit divided by

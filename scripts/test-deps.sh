@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Ensures the test dependencies: Chromium (the e2e test of `pacer report`
-# renders the report in headless Chromium; installed with apt-get when
-# missing), and the Python ones: a virtual environment at
+# Ensures the test dependencies: Chromium (the e2e tests of `pacer report`
+# and the live dashboard render pages in headless Chromium), redis-server
+# (the shared-limits e2e tests start their own) and curl, installed with
+# apt-get when missing, and the Python ones: a virtual environment at
 # target/test-venv with the packages pinned in scripts/test-requirements.txt
 # (the official openai and anthropic SDKs, which the e2e tests of
 # `pacer serve` run against the gateway).
@@ -31,17 +32,32 @@ if ! command -v curl >/dev/null 2>&1; then
     { command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; } \
         || fail "curl is missing and cannot be installed here (apt-get as root is needed)."
     apt-get install -y -qq curl >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq curl >/dev/null 2>&1; } \
         || fail "curl is missing and 'apt-get install curl' failed."
 fi
 
-# Chromium renders `pacer report`'s page in its e2e test. `--print-chromium`
-# prints its path (test.sh exports it as PACER_TEST_CHROMIUM).
+# redis-server: the e2e tests of --redis start their own on a free port.
+if ! command -v redis-server >/dev/null 2>&1; then
+    { command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; } \
+        || fail "redis-server is missing and cannot be installed here (apt-get as root is needed)."
+    apt-get install -y -qq redis-server >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq redis-server >/dev/null 2>&1; } \
+        || fail "redis-server is missing and 'apt-get install redis-server' failed."
+    command -v redis-server >/dev/null 2>&1 \
+        || fail "redis-server was installed but is not on PATH."
+fi
+
+# Chromium renders `pacer report`'s page and the live dashboard in their e2e
+# tests. `--print-chromium` prints its path (test.sh exports it as
+# PACER_TEST_CHROMIUM).
 find_chromium() { command -v chromium || command -v chromium-browser || true; }
 if [[ -z "$(find_chromium)" ]]; then
     { command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; } \
         || fail "Chromium is missing and cannot be installed here (apt-get as root is needed): install the chromium package."
     mkdir -p "$root/target"
     apt-get install -y -qq chromium >"$root/target/chromium-install.log" 2>&1 \
+        || { apt-get update -qq >>"$root/target/chromium-install.log" 2>&1 \
+             && apt-get install -y -qq chromium >>"$root/target/chromium-install.log" 2>&1; } \
         || fail "Chromium is missing and 'apt-get install -y chromium' failed (see $root/target/chromium-install.log)."
     [[ -n "$(find_chromium)" ]] || fail "apt-get installed chromium but no chromium is on PATH."
 fi

@@ -219,6 +219,9 @@ pub struct RunArgs {
     /// With --via batch: at most N requests a batch (below the provider's own limit).
     #[arg(long, hide = true, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
     pub batch_max_lines: Option<usize>,
+    /// Share the rate limits with every pacer on this Redis that uses the same upstream and key (redis://host:port).
+    #[arg(long, value_name = "URL", value_parser = checks::redis_url)]
+    pub redis: Option<String>,
     #[command(flatten)]
     pub input_args: InputArgs,
 }
@@ -312,6 +315,9 @@ pub struct ServeArgs {
     pub anthropic_upstream: Option<String>,
     #[command(flatten)]
     pub rates: RateArgs,
+    /// Share the rate limits with every pacer on this Redis that uses the same upstream and key (redis://host:port).
+    #[arg(long, value_name = "URL", value_parser = checks::redis_url)]
+    pub redis: Option<String>,
     /// Most requests in flight upstream (default: sized from the pace and the latency).
     #[arg(long, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
     pub concurrency: Option<usize>,

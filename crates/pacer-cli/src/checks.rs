@@ -136,6 +136,19 @@ fn shown(s: &str) -> String {
     }
 }
 
+/// A `--redis` URL (`redis://[:password@]host[:port][/db]`); the value is
+/// echoed without its password.
+pub fn redis_url(s: &str) -> Result<String, Invalid> {
+    let s = s.trim();
+    match pacer::shared::check_url(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(pacer::shared::SharedError::InvalidUrl { url, reason }) => {
+            Err(Invalid(format!("is not usable: {reason}; got {url}")))
+        }
+        Err(e) => Err(Invalid(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

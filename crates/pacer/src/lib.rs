@@ -32,6 +32,7 @@ pub mod limit;
 pub mod provider;
 pub mod report;
 pub mod retry;
+pub mod shared;
 pub mod store;
 pub mod tokens;
 pub mod transport;

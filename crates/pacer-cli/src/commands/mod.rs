@@ -160,3 +160,24 @@ fn keyed_transport(
         ..pacer::transport::TransportConfig::default()
     }))
 }
+
+/// Connects the shared limits (`--redis`) for requests to `transport`'s
+/// origin with its key: only their fingerprint goes to Redis.
+async fn shared_limits(
+    url: Option<&str>,
+    transport: &pacer::transport::TransportConfig,
+    limits: &pacer::engine::Limits,
+) -> anyhow::Result<Option<std::sync::Arc<pacer::shared::SharedLimits>>> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let key = transport.api_key.as_ref().map(|k| k.expose());
+    let scope = pacer::shared::Scope::new(&transport.base_url, key);
+    let shared = pacer::shared::SharedLimits::connect(url, scope, limits).await?;
+    eprintln!(
+        "pacer: rate limits shared through Redis at {} with every pacer on {} and the same key",
+        shared.url(),
+        pacer::transport::display_url(&transport.base_url)
+    );
+    Ok(Some(shared))
+}

@@ -110,6 +110,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         max_response_bytes: args.max_response_bytes,
         ..TransportConfig::default()
     };
+    if args.redis.is_some() && args.via == ViaArg::Batch {
+        return Err(UsageError(
+            "--redis applies to --via live only: batch APIs are not paced per request".into(),
+        )
+        .into());
+    }
+    cfg.shared = super::shared_limits(args.redis.as_deref(), &cfg.transport, &cfg.limits).await?;
 
     let cancel = CancellationToken::new();
     // First Ctrl-C (or SIGTERM): stop admitting, let in-flight work finish,

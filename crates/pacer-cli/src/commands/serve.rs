@@ -17,16 +17,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     };
     let openai = upstream(false, args.upstream.as_deref(), &args)?;
     let anthropic = upstream(true, args.anthropic_upstream.as_deref(), &args)?;
+    let limits = Limits {
+        rpm: args.rates.rpm,
+        rps: args.rates.rps,
+        tpm: args.rates.tpm,
+        concurrency: args.concurrency,
+        ..Limits::default()
+    };
+    // One pacer paces both upstreams; the OpenAI-compatible one (the
+    // gateway's main upstream) names the shared scope.
+    let shared = super::shared_limits(args.redis.as_deref(), &openai, &limits).await?;
     let config = ServeConfig {
         openai,
         anthropic,
-        limits: Limits {
-            rpm: args.rates.rpm,
-            rps: args.rates.rps,
-            tpm: args.rates.tpm,
-            concurrency: args.concurrency,
-            ..Limits::default()
-        },
+        limits,
         max_wait: args.max_wait,
         max_queue: args.max_queue,
         client_keys,
@@ -38,6 +42,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
             ..RetryPolicy::default()
         },
         state: args.state.clone(),
+        shared,
     };
     config.check_access(&args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -12,6 +12,8 @@ mod inputs;
 mod money;
 mod network;
 mod providers;
+mod redis;
+mod redis_support;
 mod report;
 mod serve;
 mod serve_support;

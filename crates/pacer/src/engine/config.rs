@@ -35,6 +35,9 @@ pub struct RunConfig {
     /// nothing an earlier run sent can be there, so batches recorded as
     /// sent are forgotten and their requests sent again.
     pub fresh_provider: bool,
+    /// Rate limits shared through Redis with every process on the same
+    /// upstream and key (`--redis`).
+    pub shared: Option<std::sync::Arc<crate::shared::SharedLimits>>,
 }
 
 impl RunConfig {
@@ -56,6 +59,7 @@ impl RunConfig {
             verify: true,
             via: Via::Live,
             fresh_provider: false,
+            shared: None,
         }
     }
 }

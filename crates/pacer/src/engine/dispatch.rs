@@ -172,7 +172,7 @@ pub async fn run(
     let (due_tx, due_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         transport,
-        pacer: Pacer::new(&cfg.limits),
+        pacer: Pacer::new(&cfg.limits).with_shared(cfg.shared.clone()),
         policy: cfg.retry,
         max_retry_time: cfg.max_retry_time,
         writer: writer.sender(),

@@ -16,9 +16,13 @@ use crate::limit::{
 };
 use crate::provider::RateLimitSnapshot;
 use crate::retry::{Outcome, RetryReason, Verdict};
+use crate::shared::SharedLimits;
 
 /// Pause after a 429 that names no wait.
 const DEFAULT_429_PAUSE: Duration = Duration::from_secs(1);
+/// With shared limits, how long the second admission waits for the first
+/// answer at most.
+const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// What one answer changed, for the caller's events and retry decision.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -64,6 +68,11 @@ pub struct Pacer {
     /// waiting for the first.
     answers: std::sync::atomic::AtomicU64,
     answered: Notify,
+    /// The limits shared with other processes through Redis (`--redis`):
+    /// the rate and pause decisions go through it too.
+    shared: Option<Arc<SharedLimits>>,
+    /// Whether this process has admitted a request yet.
+    admitted_once: std::sync::atomic::AtomicBool,
 }
 
 /// A request's places in flight: its share of the paced concurrency, given
@@ -109,9 +118,24 @@ impl Pacer {
             ceiling,
             answers: std::sync::atomic::AtomicU64::new(0),
             answered: Notify::new(),
+            shared: None,
+            admitted_once: std::sync::atomic::AtomicBool::new(false),
         };
         pacer.lock().resize(&pacer.semaphore);
         pacer
+    }
+
+    /// Shares the rate limits and the pause with every process on the same
+    /// Redis, upstream and key. The slots, the budget and the circuit stay
+    /// this process's own.
+    pub fn with_shared(mut self, shared: Option<Arc<SharedLimits>>) -> Pacer {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared limits, if any.
+    pub fn shared(&self) -> Option<&Arc<SharedLimits>> {
+        self.shared.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -146,6 +170,16 @@ impl Pacer {
     /// Waits until one request of `tokens` may go: the circuit, the gate,
     /// then each limit. Cancel-safe: nothing is charged until a limit admits.
     pub async fn admit(&self, tokens: u64) -> TokenTicket {
+        if self.shared.is_some()
+            && self
+                .admitted_once
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            // A process's first request pays its one-off costs (a connection,
+            // lazy set-up): places reserved behind it in the shared line would
+            // be used late, all at once, into a bucket others have refilled.
+            self.first_answer(FIRST_ANSWER_WAIT).await;
+        }
         loop {
             // Registered before the check, so a close in between is not missed.
             let closed = self.circuit_closed.notified();
@@ -180,11 +214,21 @@ impl Pacer {
         if let Some(l) = &limiters.tokens {
             l.acquire(charged).await;
         }
+        let mut reserved = None;
+        if let Some(shared) = &self.shared {
+            // After the local limits: they are never looser than the shared
+            // ones, and a place reserved in Redis is best used at once.
+            let seen = self.lock().pace.seen_limits();
+            reserved = shared.admit(seen, charged).await;
+        }
         // A 429 may have closed the gate while we waited on the limits.
         self.gate.wait().await;
-        self.lock()
+        let mut ticket = self
+            .lock()
             .pace
-            .ticket(Instant::now(), tokens, charged, ratio)
+            .ticket(Instant::now(), tokens, charged, ratio);
+        ticket.shared = reserved;
+        ticket
     }
 
     /// A slot at once, if one is free (the gateway's fast path).
@@ -201,6 +245,10 @@ impl Pacer {
     /// circuit closed, the gate open, every limit with room. `None` changes
     /// nothing; the caller then waits in [`Pacer::admit`]'s way.
     pub fn try_admit(&self, tokens: u64) -> Option<TokenTicket> {
+        if self.shared.is_some() {
+            // Shared limits are asked over the network: never without waiting.
+            return None;
+        }
         let now = Instant::now();
         let mut inner = self.lock();
         if inner.pace.circuit_open() || self.gate.paused_until(now).is_some() {
@@ -266,6 +314,7 @@ impl Pacer {
         }
         let reserved = ticket.estimate;
         let mut was_down = false;
+        let mut shared_pause = None;
         match &outcome.verdict {
             Verdict::Success => {
                 was_down = pace.circuit_open();
@@ -279,6 +328,7 @@ impl Pacer {
                 let after = reason.after();
                 let until = later(now, after.unwrap_or(DEFAULT_429_PAUSE));
                 self.gate.pause_until(until);
+                shared_pause = Some(after.unwrap_or(DEFAULT_429_PAUSE));
                 change.paused_until = Some(until);
                 change.pace_changed |= pace.on_rate_limited(now, *scope, after);
             }
@@ -292,6 +342,13 @@ impl Pacer {
             inner.resize(&self.semaphore);
         }
         drop(inner);
+        if let Some(shared) = &self.shared {
+            let used = PaceState::provider_terms(ticket, actual);
+            let delta = i64::try_from(used)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(ticket.charged).unwrap_or(i64::MAX));
+            shared.settle(ticket.shared.as_ref(), delta, shared_pause);
+        }
         if was_down {
             self.circuit_closed.notify_waiters();
         }

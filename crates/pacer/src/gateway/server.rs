@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub retry: RetryPolicy,
     /// Where the spending is kept across restarts (budgets survive them).
     pub state: Option<PathBuf>,
+    /// Rate limits shared through Redis with every process on the same
+    /// upstream and key (`--redis`): the replicas of one gateway, and runs.
+    pub shared: Option<Arc<crate::shared::SharedLimits>>,
 }
 
 impl ServeConfig {
@@ -152,7 +155,7 @@ impl Gateway {
         }
         let max_response_bytes = config.openai.max_response_bytes;
         let upstream = Upstream::new(config.openai, config.anthropic)?;
-        let pacer = Arc::new(Pacer::new(&config.limits));
+        let pacer = Arc::new(Pacer::new(&config.limits).with_shared(config.shared.clone()));
         let metrics = Arc::new(GatewayMetrics::new());
         let layer = PaceLayer::builder(pacer.clone())
             .max_queue(config.max_queue)
@@ -827,6 +830,7 @@ mod tests {
             max_body_bytes: 1,
             retry: RetryPolicy::default(),
             state: None,
+            shared: None,
         };
         let bound: SocketAddr = "127.0.0.1:8787".parse().unwrap();
         for own in [

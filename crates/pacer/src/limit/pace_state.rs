@@ -118,6 +118,8 @@ pub struct TokenTicket {
     /// `remaining` in this request's answer is compared with, since the
     /// provider counts it on arrival, with everything sent before it.
     pub shadow_at_send: f64,
+    /// What the shared limits reserved in Redis (`--redis`), to settle.
+    pub shared: Option<crate::shared::SharedTicket>,
 }
 
 impl TokenTicket {
@@ -128,6 +130,7 @@ impl TokenTicket {
             charged: estimate,
             ratio: 1.0,
             shadow_at_send: 0.0,
+            shared: None,
         }
     }
 }
@@ -283,6 +286,7 @@ impl PaceState {
             charged,
             ratio,
             shadow_at_send: self.shadow.used(now),
+            shared: None,
         }
     }
 
@@ -304,15 +308,36 @@ impl PaceState {
         (charged, ratio)
     }
 
+    /// The limits this process's provider headers set (not the configured
+    /// ones, nor those learned from 429s), to share through Redis.
+    pub fn seen_limits(&self) -> crate::shared::Seen {
+        let from_headers = |slot: &Slot| match &slot.learned {
+            Some((l, PaceSource::Headers)) => Some(crate::shared::Share {
+                per_minute: l.rate() * 60.0,
+                burst: l.burst(),
+            }),
+            _ => None,
+        };
+        crate::shared::Seen {
+            requests: from_headers(&self.requests),
+            tokens: from_headers(&self.tokens),
+        }
+    }
+
+    /// `actual` tokens in the provider's terms, at the ratio of `ticket`.
+    pub fn provider_terms(ticket: &TokenTicket, actual: u64) -> u64 {
+        if ticket.ratio == 1.0 {
+            actual
+        } else {
+            (actual as f64 * ticket.ratio).ceil() as u64
+        }
+    }
+
     /// Settles a ticket with what pacer counts the request really used (its
     /// usage, or nothing for a request refused at admission): the limiter in
     /// the provider's terms, the shadow in pacer's.
     pub fn settle_tokens(&mut self, now: Instant, ticket: &TokenTicket, actual: u64) {
-        let provider_terms = if ticket.ratio == 1.0 {
-            actual
-        } else {
-            (actual as f64 * ticket.ratio).ceil() as u64
-        };
+        let provider_terms = Self::provider_terms(ticket, actual);
         if provider_terms != ticket.charged {
             self.reconcile_tokens(now, ticket.charged, provider_terms);
         }

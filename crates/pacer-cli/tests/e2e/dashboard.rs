@@ -405,3 +405,69 @@ async fn the_live_dashboard_draws_the_run_in_chromium_while_it_goes() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_draws_what_it_has_seen_at_its_root_in_chromium() {
+    use crate::serve_support::{chat, gateway_mock, Gateway};
+    let env = Env::new(gateway_mock(MockConfig {
+        rpm: Some(1200),
+        window: Some(Duration::from_secs(1)),
+        error_rate: 0.1,
+        latency: 20,
+        seed: Some(5),
+        ..MockConfig::default()
+    }))
+    .await;
+    let gw = Gateway::start(&env, &["--max-cost", "10"]).await;
+    let client = crate::serve_support::http();
+    // Three seconds of traffic, a few requests at a time.
+    let mut ok = 0;
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let (client, url) = (client.clone(), gw.url());
+            tasks.push(tokio::spawn(async move {
+                chat(&client, &url, &format!("dash-{round}-{i}"), &[]).await
+            }));
+        }
+        for t in tasks {
+            if t.await.unwrap().is_ok_and(|a| a.status == 200) {
+                ok += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(ok >= 30, "{ok} of 40 answered 200");
+
+    let url = format!("{}/", gw.url());
+    let page = client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("http-equiv=\"refresh\""), "{html:.2000}");
+    assert!(
+        html.contains(&format!("<th>succeeded</th><td class=\"n\">{ok}</td>")),
+        "{html:.4000}"
+    );
+    assert!(!html.contains(pacer_mock::DEFAULT_KEY));
+
+    let dump = crate::report::run_chromium(
+        env.dir.path(),
+        &url,
+        &["--dump-dom", "--enable-logging=stderr", "--v=0"],
+    )
+    .await;
+    let console = String::from_utf8_lossy(&dump.stderr).to_string();
+    assert!(dump.status.success(), "{console}");
+    for bad in ["Uncaught", "Refused to", "ERR_"] {
+        assert!(!console.contains(bad), "the browser said {bad}:\n{console}");
+    }
+    let dom = String::from_utf8_lossy(&dump.stdout).to_string();
+    for id in ["requests", "tokens", "errors", "latency", "cost"] {
+        assert!(
+            chart_points(&dom, id) >= 2,
+            "{id} has no points: {dom:.3000}"
+        );
+    }
+    assert!(dom.contains("id=\"status\">running"), "{dom:.3000}");
+    gw.assert_logs_hold_no_key();
+}

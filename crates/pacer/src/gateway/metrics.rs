@@ -2,7 +2,13 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::body::{Ending, Finished};
+use super::history::GatewayHistory;
 use crate::engine::Pacer;
 use crate::report::metrics::{CounterF64, MetricSet, OutcomeLabel, ReasonLabel, TokenLabels};
 use crate::retry::{Outcome, RetryReason, Verdict};
@@ -22,6 +28,15 @@ pub struct GatewayMetrics {
     set: MetricSet,
     client_cost: Family<ClientLabel, CounterF64>,
     queue_depth: Gauge,
+    /// The same events over time, for the dashboard at `/`; with the pacer
+    /// whose pace it samples (at most once a second).
+    history: Option<(Mutex<HistoryState>, Arc<Pacer>)>,
+}
+
+#[derive(Debug)]
+struct HistoryState {
+    history: GatewayHistory,
+    pace_sampled: Option<Instant>,
 }
 
 impl Default for GatewayMetrics {
@@ -52,14 +67,60 @@ impl GatewayMetrics {
             set,
             client_cost,
             queue_depth,
+            history: None,
         }
+    }
+
+    /// Keeps a history of what the metrics count too, for `/`.
+    pub fn with_history(mut self, history: GatewayHistory, pacer: Arc<Pacer>) -> Self {
+        let state = HistoryState {
+            history,
+            pace_sampled: None,
+        };
+        self.history = Some((Mutex::new(state), pacer));
+        self
+    }
+
+    /// Records into the history, if kept (a short lock, never held across
+    /// an await); samples the pace at most once a second.
+    fn record(&self, f: impl FnOnce(&mut GatewayHistory, Instant)) {
+        let Some((state, pacer)) = &self.history else {
+            return;
+        };
+        let now = Instant::now();
+        let mut state = state.lock().expect("history lock");
+        f(&mut state.history, now);
+        if state
+            .pace_sampled
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+        {
+            state.pace_sampled = Some(now);
+            let view = pacer.view();
+            state.history.pace(now, &view);
+        }
+    }
+
+    /// The history as the report draws it; `None` when not kept.
+    pub fn report_data(&self, queue_depth: usize) -> Option<crate::report::ReportData> {
+        let (state, pacer) = self.history.as_ref()?;
+        let now = Instant::now();
+        let in_flight = pacer.in_flight() as u64;
+        let view = pacer.view();
+        let mut state = state.lock().expect("history lock");
+        state.history.pace(now, &view);
+        Some(state.history.report(now, queue_depth as u64, in_flight))
     }
 
     /// One attempt's answer (or failure).
     pub(crate) fn attempt(&self, status: Option<u16>, outcome: &Outcome, paused: bool) {
         if let Some(status) = status {
-            self.response(status);
+            self.set.response(status);
         }
+        let rate_limited = matches!(
+            outcome.verdict,
+            Verdict::Retry(RetryReason::RateLimited { .. })
+        );
+        self.record(|h, now| h.sent_failed(now, status, rate_limited));
         if let Verdict::Retry(RetryReason::RateLimited { .. }) = outcome.verdict {
             if paused {
                 self.set
@@ -75,6 +136,7 @@ impl GatewayMetrics {
     /// A success's status (the layer counts the others as it reads them).
     pub fn response(&self, status: u16) {
         self.set.response(status);
+        self.record(|h, now| h.sent_ok(now));
     }
 
     pub(crate) fn retry(&self, reason: &RetryReason) {
@@ -90,6 +152,7 @@ impl GatewayMetrics {
             .retries
             .get_or_create(&ReasonLabel { reason })
             .inc();
+        self.record(|h, now| h.retried(now));
     }
 
     /// A request that got an upstream answer, when the answer ended.
@@ -105,6 +168,14 @@ impl GatewayMetrics {
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
         self.set.duration.observe(f.latency.as_secs_f64());
+        self.record(|h, now| {
+            let tokens = f
+                .usage
+                .as_ref()
+                .map(|(u, _)| (u.prompt_tokens, u.cached_tokens, u.completion_tokens));
+            let latency_ms = u64::try_from(f.latency.as_millis()).unwrap_or(u64::MAX);
+            h.finished(now, outcome == "ok", latency_ms, model, tokens, 0, cost_usd);
+        });
         if let Some((usage, source)) = &f.usage {
             let source = source.as_str();
             for (kind, n) in [
@@ -135,6 +206,11 @@ impl GatewayMetrics {
             .requests
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+        let why = match outcome {
+            "rejected" => "refused by the gateway (queue, wait, budget, request)",
+            _ => "no answer from the upstream",
+        };
+        self.record(|h, now| h.ended_without_answer(now, why));
     }
 
     /// The text exposition, with the gauges read now.

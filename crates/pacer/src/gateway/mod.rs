@@ -32,6 +32,7 @@
 mod body;
 mod clients;
 mod error;
+mod history;
 mod layer;
 mod metrics;
 mod queue;
@@ -41,6 +42,7 @@ mod upstream;
 pub use body::{Ending, Finished, PacedBody, UsageSource};
 pub use clients::{ClientId, ClientKeys};
 pub use error::GatewayError;
+pub use history::GatewayHistory;
 pub use layer::{
     BoxError, OnFinished, PaceError, PaceLayer, PaceLayerBuilder, PaceOptions, Paced,
     DEFAULT_MAX_WAIT,

@@ -156,7 +156,22 @@ impl Gateway {
         let max_response_bytes = config.openai.max_response_bytes;
         let upstream = Upstream::new(config.openai, config.anthropic)?;
         let pacer = Arc::new(Pacer::new(&config.limits).with_shared(config.shared.clone()));
-        let metrics = Arc::new(GatewayMetrics::new());
+        let run = crate::report::RunInfo {
+            started_ms: 0,
+            ended_ms: None,
+            via: "serve".into(),
+            max_cost: config.max_cost_usd,
+            rpm: config.limits.rpm,
+            tpm: config.limits.tpm,
+            concurrency: config.limits.concurrency.map(|c| c as u64),
+            stop: None,
+        };
+        let history = super::GatewayHistory::new(
+            tokio::time::Instant::now(),
+            chrono::Utc::now().timestamp_millis(),
+            run,
+        );
+        let metrics = Arc::new(GatewayMetrics::new().with_history(history, pacer.clone()));
         let layer = PaceLayer::builder(pacer.clone())
             .max_queue(config.max_queue)
             .max_wait(config.max_wait)
@@ -207,6 +222,7 @@ impl Gateway {
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
+            .route("/", get(dashboard))
             .route("/v1/{*rest}", any(proxy))
             .fallback(|method: Method, uri: axum::http::Uri| async move {
                 openai_error(
@@ -264,6 +280,25 @@ impl Gateway {
 
 /// The client name of requests when no keys are required.
 const LOCAL: &str = "local";
+
+/// The dashboard: the report's charts of what the gateway has seen since
+/// it started, reloading itself every few seconds.
+async fn dashboard(State(app): State<Arc<App>>) -> Response {
+    let Some(data) = app.metrics.report_data(app.service.queue_depth()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let options = crate::report::RenderOptions {
+        live_refresh: Some(Duration::from_secs(5)),
+    };
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::report::render(&data, &options),
+    )
+        .into_response()
+}
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let text = app

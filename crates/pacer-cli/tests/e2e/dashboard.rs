@@ -301,6 +301,42 @@ fn chart_points(html: &str, id: &str) -> u64 {
         .unwrap()
 }
 
+/// A live page fetched and then loaded in headless Chromium from its
+/// server: the HTML reloads itself and holds no key, the browser's console
+/// has no error or refusal, and every chart has points. Returns the page
+/// and the DOM Chromium built.
+async fn assert_live_page_drawn(dir: &std::path::Path, url: &str) -> (String, String) {
+    let page = reqwest::get(url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("http-equiv=\"refresh\""), "{html:.2000}");
+    assert!(!html.contains(pacer_mock::DEFAULT_KEY));
+    let dump = crate::report::run_chromium(
+        dir,
+        url,
+        &["--dump-dom", "--enable-logging=stderr", "--v=0"],
+    )
+    .await;
+    let console = String::from_utf8_lossy(&dump.stderr).to_string();
+    assert!(dump.status.success(), "{console}");
+    for bad in ["Uncaught", "Refused to", "ERR_"] {
+        assert!(!console.contains(bad), "the browser said {bad}:\n{console}");
+    }
+    let dom = String::from_utf8_lossy(&dump.stdout).to_string();
+    for id in ["requests", "tokens", "errors", "latency", "cost"] {
+        assert!(
+            chart_points(&dom, id) >= 2,
+            "{id} has no points: {dom:.3000}"
+        );
+    }
+    assert!(dom.contains("<polyline"), "{dom:.3000}");
+    (html, dom)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_dashboard_draws_the_run_in_chromium_while_it_goes() {
     // ~30 s of work at 600 rpm over 1-s windows, headers on.
@@ -343,34 +379,9 @@ async fn the_live_dashboard_draws_the_run_in_chromium_while_it_goes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let page = http.get(&url).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
-    let html = page.text().await.unwrap();
-    assert!(html.contains("http-equiv=\"refresh\""), "{html:.2000}");
-    assert!(!html.contains(pacer_mock::DEFAULT_KEY));
-
-    // The same page in a real browser: loaded from the live server, every
-    // chart drawn with points, nothing refused or failing on its console.
-    let dump = crate::report::run_chromium(
-        env.dir.path(),
-        &url,
-        &["--dump-dom", "--enable-logging=stderr", "--v=0"],
-    )
-    .await;
-    let console = String::from_utf8_lossy(&dump.stderr).to_string();
-    assert!(dump.status.success(), "{console}");
-    for bad in ["Uncaught", "Refused to", "ERR_"] {
-        assert!(!console.contains(bad), "the browser said {bad}:\n{console}");
-    }
-    let dom = String::from_utf8_lossy(&dump.stdout).to_string();
-    for id in ["requests", "tokens", "errors", "latency", "cost"] {
-        assert!(chart_points(&dom, id) >= 2, "{id} has no points");
-    }
-    assert!(dom.contains("<polyline"), "{dom:.3000}");
+    // The page, and the same page in a real browser: loaded from the live
+    // server, every chart drawn with points, nothing refused or failing.
+    let (_, dom) = assert_live_page_drawn(env.dir.path(), &url).await;
     assert!(
         dom.contains("id=\"status\">running"),
         "the run is shown as going: {dom:.3000}"
@@ -440,34 +451,11 @@ async fn the_gateway_draws_what_it_has_seen_at_its_root_in_chromium() {
     assert!(ok >= 30, "{ok} of 40 answered 200");
 
     let url = format!("{}/", gw.url());
-    let page = client.get(&url).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
-    assert!(html.contains("http-equiv=\"refresh\""), "{html:.2000}");
+    let (html, dom) = assert_live_page_drawn(env.dir.path(), &url).await;
     assert!(
         html.contains(&format!("<th>succeeded</th><td class=\"n\">{ok}</td>")),
         "{html:.4000}"
     );
-    assert!(!html.contains(pacer_mock::DEFAULT_KEY));
-
-    let dump = crate::report::run_chromium(
-        env.dir.path(),
-        &url,
-        &["--dump-dom", "--enable-logging=stderr", "--v=0"],
-    )
-    .await;
-    let console = String::from_utf8_lossy(&dump.stderr).to_string();
-    assert!(dump.status.success(), "{console}");
-    for bad in ["Uncaught", "Refused to", "ERR_"] {
-        assert!(!console.contains(bad), "the browser said {bad}:\n{console}");
-    }
-    let dom = String::from_utf8_lossy(&dump.stdout).to_string();
-    for id in ["requests", "tokens", "errors", "latency", "cost"] {
-        assert!(
-            chart_points(&dom, id) >= 2,
-            "{id} has no points: {dom:.3000}"
-        );
-    }
     assert!(dom.contains("id=\"status\">running"), "{dom:.3000}");
     gw.assert_logs_hold_no_key();
 }

@@ -16,6 +16,21 @@ pub struct ModelSpend {
     pub cost_usd: Option<f64>,
 }
 
+impl ModelSpend {
+    /// Nothing spent yet on `model`; its cost is unknown (`None`) when it
+    /// has no price.
+    pub fn new(model: &str, priced: bool) -> ModelSpend {
+        ModelSpend {
+            model: model.to_string(),
+            requests: 0,
+            prompt_tokens: 0,
+            cached_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: priced.then_some(0.0),
+        }
+    }
+}
+
 /// Live spend of a run, per model, from the real `usage` of each answer.
 ///
 /// A model without a price is "unknown", never a silent 0: its tokens are
@@ -49,14 +64,7 @@ impl CostMeter {
         let spend = self
             .models
             .entry(model.to_string())
-            .or_insert_with(|| ModelSpend {
-                model: model.to_string(),
-                requests: 0,
-                prompt_tokens: 0,
-                cached_tokens: 0,
-                completion_tokens: 0,
-                cost_usd: cost.map(|_| 0.0),
-            });
+            .or_insert_with(|| ModelSpend::new(model, cost.is_some()));
         spend.requests += 1;
         spend.prompt_tokens += usage.prompt_tokens;
         spend.cached_tokens += usage.cached_tokens;

@@ -254,14 +254,7 @@ impl GatewayHistory {
         let spend = self
             .by_model
             .entry(model.to_string())
-            .or_insert_with(|| ModelSpend {
-                model: model.to_string(),
-                requests: 0,
-                prompt_tokens: 0,
-                cached_tokens: 0,
-                completion_tokens: 0,
-                cost_usd: Some(0.0),
-            });
+            .or_insert_with(|| ModelSpend::new(model, true));
         spend.requests += 1;
         if let Some((prompt, cached, completion)) = tokens {
             spend.prompt_tokens = spend.prompt_tokens.saturating_add(prompt);

@@ -270,13 +270,8 @@ impl Transport {
         let req = self.client.get(full).headers(headers);
         let fut = async {
             let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
+            refuse_redirect(&resp)?;
             let status = resp.status().as_u16();
-            if (300..400).contains(&status) {
-                return Err(TransportError::Redirect {
-                    status,
-                    location: redirect_target(&resp),
-                });
-            }
             if (200..300).contains(&status) {
                 return Ok(Ok(resp));
             }
@@ -400,13 +395,7 @@ impl Transport {
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, TransportError> {
         let resp = req.send().await.map_err(|e| self.map_reqwest(e))?;
-        let status = resp.status().as_u16();
-        if (300..400).contains(&status) {
-            return Err(TransportError::Redirect {
-                status,
-                location: redirect_target(&resp),
-            });
-        }
+        refuse_redirect(&resp)?;
         let limit = self.config.max_response_bytes;
         if resp.content_length().is_some_and(|n| n > limit) {
             return Err(TransportError::TooLarge { limit });
@@ -593,6 +582,19 @@ fn map_stream(e: StreamError) -> TransportError {
         StreamError::Cut => TransportError::StreamCut,
         other => TransportError::StreamError(other.to_string()),
     }
+}
+
+/// A redirect is never followed (it could carry the key elsewhere): it is
+/// an error naming where it pointed.
+fn refuse_redirect(resp: &reqwest::Response) -> Result<(), TransportError> {
+    let status = resp.status().as_u16();
+    if (300..400).contains(&status) {
+        return Err(TransportError::Redirect {
+            status,
+            location: redirect_target(resp),
+        });
+    }
+    Ok(())
 }
 
 /// Where a 3xx pointed, resolved against the request's URL, without

@@ -244,7 +244,9 @@ pub fn status(state: &Path) -> Result<StatusReport, EngineError> {
             state.display()
         )));
     }
-    let store = JobStore::open(state)?;
+    // Read-only: a status taken while a run creates or migrates its state
+    // must neither migrate it too nor hold a write lock on it.
+    let store = JobStore::open_read_only(state)?;
     Ok(StatusReport {
         state: state.to_path_buf(),
         counts: store.counts()?,

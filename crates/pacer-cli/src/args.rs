@@ -63,6 +63,8 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Write a run's report: one self-contained HTML page of charts and tables.
     Report(ReportArgs),
+    /// Join a shared job on Redis from another machine and work on it until it is done.
+    Worker(Box<WorkerArgs>),
 }
 
 /// How `pacer run` sends requests.
@@ -222,14 +224,85 @@ pub struct RunArgs {
     /// Share the rate limits with every pacer on this Redis that uses the same upstream and key (redis://host:port).
     #[arg(long, value_name = "URL", value_parser = checks::redis_url)]
     pub redis: Option<String>,
+    /// With --redis: share the work too, as the job NAME (default: named after the input). Other machines join with `pacer worker`; a run of the same input joins.
+    #[arg(long, value_name = "NAME", requires = "redis", num_args = 0..=1, default_missing_value = "")]
+    pub job: Option<String>,
+    /// With --job: how long a request taken by a worker that stops (a crash, a lost machine) stays its own before others take it over.
+    #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub lease: Duration,
     #[command(flatten)]
     pub input_args: InputArgs,
+}
+
+/// `pacer worker`: one more machine on a shared job.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The Redis holding the job (redis://host:port).
+    #[arg(long, value_name = "URL", value_parser = checks::redis_url, required = true)]
+    pub redis: String,
+    /// The job's name (`pacer run INPUT --redis URL --job NAME` printed it).
+    #[arg(long, value_name = "NAME", required = true)]
+    pub job: String,
+    /// How long a request taken by a worker that stops stays its own before others take it over.
+    #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub lease: Duration,
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// The job's requests go to Anthropic ($ANTHROPIC_API_KEY, https://api.anthropic.com/v1).
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+    #[command(flatten)]
+    pub rates: RateArgs,
+    /// Largest burst of requests under --rpm (default: one minute's worth).
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
+    pub burst: Option<f64>,
+    /// Most requests in flight at once from this worker.
+    #[arg(long, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
+    pub concurrency: Option<usize>,
+    /// Retries per request before its last answer becomes its result.
+    #[arg(long, default_value_t = 10, value_parser = checks::count::<u32>, allow_negative_numbers = true)]
+    pub max_retries: u32,
+    /// While the provider is down, a request is failed for good only after failing this long.
+    #[arg(long, default_value = "30m", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub max_retry_time: Duration,
+    /// Total time for one attempt.
+    #[arg(long, default_value = "10m", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub timeout: Duration,
+    /// Longest silence between chunks of a streamed answer.
+    #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
+    pub idle_timeout: Duration,
+    /// Largest answer read, in bytes; a larger one fails its request for good.
+    #[arg(long, default_value_t = pacer::transport::DEFAULT_MAX_RESPONSE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_response_bytes: u64,
+    /// Stream answers (`stream: true`) and reassemble them.
+    #[arg(long)]
+    pub stream: bool,
+    /// Stop (resumably, the whole job) before the job has spent more than this many USD.
+    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
+    pub max_cost: Option<f64>,
+    /// A TOML price table overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// The state file (default: the only *.pacer.db in the current folder).
+    #[arg(conflicts_with = "redis")]
     pub state: Option<PathBuf>,
+    /// A shared job's progress instead: the Redis holding it (with --job).
+    #[arg(long, value_name = "URL", value_parser = checks::redis_url, requires = "job")]
+    pub redis: Option<String>,
+    /// The shared job's name (with --redis).
+    #[arg(long, value_name = "NAME", requires = "redis")]
+    pub job: Option<String>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -278,10 +351,17 @@ pub struct EstimateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
     /// A results JSONL written by `pacer run`.
-    pub results: PathBuf,
+    #[arg(required_unless_present = "redis", conflicts_with = "redis")]
+    pub results: Option<PathBuf>,
     /// Join each document's chunk results in order (one line per document).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "redis", conflicts_with = "redis")]
     pub by_document: bool,
+    /// Instead: every result a shared job has so far, in input order (with --job).
+    #[arg(long, value_name = "URL", value_parser = checks::redis_url, requires = "job")]
+    pub redis: Option<String>,
+    /// The shared job's name (with --redis).
+    #[arg(long, value_name = "NAME", requires = "redis")]
+    pub job: Option<String>,
     /// Where to write (default: stdout).
     #[arg(short, long)]
     pub output: Option<PathBuf>,

@@ -89,13 +89,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
             Command::Mock(config) => commands::mock::mock(config).await,
-            Command::Status(args) => commands::status::status(args),
+            Command::Status(args) => commands::status::status(args).await,
             Command::Estimate(args) => commands::estimate::estimate(args),
-            Command::Export(args) => commands::export::export(args),
+            Command::Export(args) => commands::export::export(args).await,
             Command::Verify(args) => commands::verify::verify(args).await,
             Command::Serve(args) => commands::serve::serve(args).await,
             Command::Cancel(args) => commands::cancel::cancel(args).await,
             Command::Report(args) => commands::report::report(args),
+            Command::Worker(args) => commands::worker::worker(*args).await,
         }
     });
     ExitCode::from(match result {

@@ -28,6 +28,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod gateway;
 pub mod input;
+pub mod jobs;
 pub mod limit;
 pub mod provider;
 pub mod report;

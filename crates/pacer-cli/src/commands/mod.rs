@@ -11,6 +11,7 @@ pub mod run;
 pub mod serve;
 pub mod status;
 pub mod verify;
+pub mod worker;
 
 use std::fmt;
 use std::path::Path;

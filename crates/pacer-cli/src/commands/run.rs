@@ -117,6 +117,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         .into());
     }
     cfg.shared = super::shared_limits(args.redis.as_deref(), &cfg.transport, &cfg.limits).await?;
+    if let (Some(redis), Some(job)) = (&args.redis, &args.job) {
+        super::worker::check_lease(args.lease)?;
+        if args.via == ViaArg::Batch {
+            return Err(UsageError("--job applies to --via live only".into()).into());
+        }
+        cfg.job = Some(pacer::engine::JobConfig {
+            redis: redis.clone(),
+            name: if job.is_empty() {
+                None
+            } else {
+                Some(pacer::jobs::JobName::parse(job)?)
+            },
+            lease: args.lease,
+        });
+    }
 
     let cancel = CancellationToken::new();
     // First Ctrl-C (or SIGTERM): stop admitting, let in-flight work finish,
@@ -230,7 +245,7 @@ fn dashboard_page(state: &Path) -> pacer::report::dashboard::Page {
 /// How often the dashboard's page reloads itself.
 const DASHBOARD_REFRESH: Duration = Duration::from_secs(5);
 
-fn outcome(report: &pacer::engine::RunReport) -> Outcome {
+pub(crate) fn outcome(report: &pacer::engine::RunReport) -> Outcome {
     if report.stop.is_some() || report.summary.pending > 0 {
         Outcome::Stopped
     } else if report.summary.failed > 0 {

@@ -8,7 +8,34 @@ use super::UsageError;
 use crate::args::StatusArgs;
 use crate::Outcome;
 
-pub fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
+pub async fn status(args: StatusArgs) -> anyhow::Result<Outcome> {
+    if let (Some(redis), Some(job)) = (&args.redis, &args.job) {
+        let name = pacer::jobs::JobName::parse(job)?;
+        let f = pacer::engine::job_status(redis, name).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&f)?);
+        } else {
+            println!(
+                "job:       {} (Redis at {})",
+                f.name,
+                pacer::shared::display_redis_url(redis)
+            );
+            println!("total:     {}", f.total);
+            println!("done:      {}", f.finished.saturating_sub(f.failed));
+            println!("failed:    {}", f.failed);
+            println!("pending:   {}", f.total.saturating_sub(f.finished));
+            println!("in flight: {}", f.in_flight);
+            println!(
+                "tokens:    {} prompt, {} completion",
+                f.prompt_tokens, f.completion_tokens
+            );
+            println!("spent:     {}", pacer::cost::format_usd(f.cost_usd));
+            if let Some(stop) = &f.stop {
+                println!("stopped:   {stop}");
+            }
+        }
+        return Ok(Outcome::Done);
+    }
     let state = match args.state {
         Some(s) => s,
         None => find_state()?,

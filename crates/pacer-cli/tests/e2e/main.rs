@@ -17,5 +17,6 @@ mod redis_support;
 mod report;
 mod serve;
 mod serve_support;
+mod shared_jobs;
 mod streams;
 mod support;

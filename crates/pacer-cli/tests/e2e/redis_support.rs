@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// With persistence: the append-only file's folder (every write synced).
+    aof: Option<tempfile::TempDir>,
 }
 
 /// Fails (never skips) when `redis-server` is missing.
@@ -38,6 +40,20 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
+            aof: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// A Redis that persists every write (AOF, `appendfsync always`): a
+    /// SIGKILL loses nothing.
+    pub fn start_persistent() -> RedisServer {
+        ensure_installed();
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            aof: Some(tempfile::tempdir().expect("temp dir")),
         };
         server.restart();
         server
@@ -50,9 +66,16 @@ impl RedisServer {
     /// Starts it (again) on its port and waits until it answers PING.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", ""]);
+        match &self.aof {
+            None => cmd.args(["--appendonly", "no"]),
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -113,6 +136,15 @@ impl RedisServer {
                     .arg("WITHSCORES")
                     .query(&mut conn)
                     .unwrap(),
+                "stream" => redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query::<Vec<(String, Vec<Vec<u8>>)>>(&mut conn)
+                    .unwrap()
+                    .into_iter()
+                    .flat_map(|(id, fields)| std::iter::once(id.into_bytes()).chain(fields))
+                    .collect(),
                 "none" => vec![],
                 other => panic!("pacer wrote a {other} at {key}"),
             };

@@ -38,6 +38,8 @@ pub struct RunConfig {
     /// Rate limits shared through Redis with every process on the same
     /// upstream and key (`--redis`).
     pub shared: Option<std::sync::Arc<crate::shared::SharedLimits>>,
+    /// Run as one worker of a shared job in Redis (`--redis` with `--job`).
+    pub job: Option<super::JobConfig>,
 }
 
 impl RunConfig {
@@ -60,6 +62,7 @@ impl RunConfig {
             via: Via::Live,
             fresh_provider: false,
             shared: None,
+            job: None,
         }
     }
 }

@@ -20,11 +20,12 @@ use super::verify::{verify, Verdict as VerifyVerdict};
 use super::{EngineError, RunConfig};
 use crate::cost::{Budget, CostMeter, PriceTable};
 use crate::endpoint::Endpoint;
+use crate::provider::RateLimitSnapshot;
 use crate::report::{Event, Summary};
 use crate::retry::StopReason;
 use crate::store::{
-    Command, Durable, JobStore, PaceRecord, PendingCursor, Recovery, RequestState, RunRecord,
-    Writer,
+    Command, Durable, JobStore, More, PaceRecord, Recovery, RequestState, RunRecord, SqlitePending,
+    WorkSource, Writer,
 };
 use crate::transport::Transport;
 
@@ -138,6 +139,18 @@ pub async fn run(
         }
     }
 
+    if let (Some(job), Via::Live) = (&cfg.job, &cfg.via) {
+        let start = Start {
+            transport,
+            emitter: emitter.clone(),
+            budget,
+            verified_limits,
+            provider_down,
+            reached,
+            on_stop: None,
+        };
+        return super::shared_job::run_shared(&cfg, job, prepared, start, recovery, cancel).await;
+    }
     let reader = JobStore::open(&cfg.state)?;
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
@@ -168,31 +181,6 @@ pub async fn run(
         let (stop, open_batches) = run_batches(&cfg, batches, cancel).await?;
         return final_report(&cfg, &emitter, stop, recovery, open_batches);
     }
-    let (retry_tx, retry_rx) = mpsc::unbounded_channel();
-    let (due_tx, due_rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Ctx {
-        transport,
-        pacer: Pacer::new(&cfg.limits).with_shared(cfg.shared.clone()),
-        policy: cfg.retry,
-        max_retry_time: cfg.max_retry_time,
-        writer: writer.sender(),
-        retries: retry_tx,
-        events: emitter.clone(),
-        stop: Stop::default(),
-        budget,
-        settled: Notify::new(),
-        meter: Mutex::new(CostMeter::new(cfg.prices.clone())),
-        reached: reached.into(),
-    });
-    if let Some(limits) = verified_limits.filter(|l| !l.is_empty()) {
-        ctx.pacer.observe(Instant::now(), &limits);
-    }
-    if provider_down {
-        ctx.pacer.trip_circuit(Instant::now());
-    }
-    ctx.emit_pace();
-    let pace_log = tokio::spawn(record_pace(ctx.clone()));
-
     let remaining = counts.pending + counts.in_flight;
     let all_done = Arc::new(Notify::new());
     if remaining == 0 {
@@ -204,6 +192,76 @@ pub async fn run(
         emitter.clone(),
         all_done.clone(),
     ));
+    let start = Start {
+        transport,
+        emitter: emitter.clone(),
+        budget,
+        verified_limits,
+        provider_down,
+        reached,
+        on_stop: None,
+    };
+    let source = SqlitePending::new(reader, PAGE);
+    let (stop, dispatched) = drive(&cfg, start, writer.sender(), source, all_done, cancel).await;
+    end_run(&writer, stop.as_ref());
+    let closed = writer.close().await;
+    let _ = tracker.await;
+    dispatched?;
+    closed?;
+    final_report(&cfg, &emitter, stop, recovery, 0)
+}
+
+/// A hook called once when a run stops.
+pub(crate) type OnStop = Arc<dyn Fn(&StopReason) + Send + Sync>;
+
+/// What a run found at start-up, handed to [`drive`].
+pub(crate) struct Start {
+    pub transport: Transport,
+    pub emitter: Arc<Emitter>,
+    pub budget: Option<Mutex<Budget>>,
+    pub verified_limits: Option<RateLimitSnapshot>,
+    pub provider_down: bool,
+    pub reached: bool,
+    /// Called once when the run stops (a shared job tells its other workers).
+    pub on_stop: Option<OnStop>,
+}
+
+/// The live route, whatever the store: takes work from `source`, paces,
+/// sends and retries it, and sends every change to `writer` (the SQLite
+/// writer, or a shared job's sink), until the work is done (`all_done`) or
+/// the run stops. Returns why it stopped, if it did.
+pub(crate) async fn drive<S: WorkSource>(
+    cfg: &RunConfig,
+    start: Start,
+    writer: mpsc::UnboundedSender<Command>,
+    source: S,
+    all_done: Arc<Notify>,
+    cancel: CancellationToken,
+) -> (Option<StopReason>, Result<(), EngineError>) {
+    let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+    let (due_tx, due_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Ctx {
+        transport: start.transport,
+        pacer: Pacer::new(&cfg.limits).with_shared(cfg.shared.clone()),
+        policy: cfg.retry,
+        max_retry_time: cfg.max_retry_time,
+        writer,
+        retries: retry_tx,
+        events: start.emitter,
+        stop: Stop::default(),
+        budget: start.budget,
+        settled: Notify::new(),
+        meter: Mutex::new(CostMeter::new(cfg.prices.clone())),
+        reached: start.reached.into(),
+    });
+    if let Some(limits) = start.verified_limits.filter(|l| !l.is_empty()) {
+        ctx.pacer.observe(Instant::now(), &limits);
+    }
+    if start.provider_down {
+        ctx.pacer.trip_circuit(Instant::now());
+    }
+    ctx.emit_pace();
+    let pace_log = tokio::spawn(record_pace(ctx.clone()));
     let timers = tokio::spawn(timer_queue(retry_rx, due_tx));
     let interrupt = {
         let ctx = ctx.clone();
@@ -216,9 +274,18 @@ pub async fn run(
             }
         })
     };
+    let on_stop = start.on_stop.map(|hook| {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.stop.cancelled().await;
+            if let Some(reason) = ctx.stop.reason() {
+                hook(reason);
+            }
+        })
+    });
 
     let mut workers = JoinSet::new();
-    let dispatched = dispatch(&ctx, reader, due_rx, &all_done, &mut workers, &cfg.prices).await;
+    let dispatched = dispatch(&ctx, source, due_rx, &all_done, &mut workers, &cfg.prices).await;
 
     // Wind down: in-flight requests get time to finish, then are abandoned
     // (still marked in flight, so the next run sends them again).
@@ -237,19 +304,25 @@ pub async fn run(
     timers.abort();
     pace_log.abort();
     let _ = pace_log.await;
+    if let Some(mut on_stop) = on_stop {
+        // Give a stop's hook its moment, then end it (it holds the context,
+        // and with it the writer's channel open).
+        let ended = ctx.stop.is_stopped()
+            && tokio::time::timeout(Duration::from_millis(100), &mut on_stop)
+                .await
+                .is_ok();
+        if !ended {
+            on_stop.abort();
+            let _ = on_stop.await;
+        }
+    }
     let stop = ctx.stop.reason().cloned();
-    drop(ctx);
-    end_run(&writer, stop.as_ref());
-    let closed = writer.close().await;
-    let _ = tracker.await;
-    dispatched?;
-    closed?;
-    final_report(&cfg, &emitter, stop, recovery, 0)
+    (stop, dispatched)
 }
 
 /// The report of a finished run: the tally's summary with the totals read
 /// back from the state (over every run).
-fn final_report(
+pub(crate) fn final_report(
     cfg: &RunConfig,
     emitter: &Emitter,
     stop: Option<StopReason>,
@@ -345,7 +418,7 @@ async fn run_batches(
 }
 
 /// Records the run's end in the history (the writer commits it with the rest).
-fn end_run(writer: &Writer, stop: Option<&StopReason>) {
+pub(crate) fn end_run(writer: &Writer, stop: Option<&StopReason>) {
     let _ = writer.send(Command::RunEnded {
         at_unix_ms: unix_ms(std::time::SystemTime::now()),
         stop: stop.map(|s| s.to_string()),
@@ -396,18 +469,21 @@ fn check_prices_for_budget(store: &JobStore, prices: &PriceTable) -> Result<(), 
     Ok(())
 }
 
-async fn dispatch(
+/// How long a dispatcher waits before asking a shared source again when it
+/// had nothing (another machine's lease may expire meanwhile).
+const POLL_AGAIN: Duration = Duration::from_millis(250);
+
+async fn dispatch<S: WorkSource>(
     ctx: &Arc<Ctx>,
-    reader: JobStore,
+    mut source: S,
     mut due: mpsc::UnboundedReceiver<Item>,
     all_done: &Notify,
     workers: &mut JoinSet<()>,
     prices: &PriceTable,
 ) -> Result<(), EngineError> {
     let mut heap: BinaryHeap<Ready> = BinaryHeap::new();
-    let mut reader = Some(reader);
-    let mut cursor: Option<PendingCursor> = None;
-    let mut exhausted = false;
+    let mut more = More::Yes;
+    let mut poll_at = Instant::now();
     loop {
         while workers.try_join_next().is_some() {}
         while let Ok(item) = due.try_recv() {
@@ -416,32 +492,40 @@ async fn dispatch(
         if ctx.stop.is_stopped() {
             return Ok(());
         }
-        if heap.len() < PAGE / 2 && !exhausted {
-            let r = reader.take().expect("reader is put back after each page");
-            let after = cursor;
-            let (r, rows) = tokio::task::spawn_blocking(move || {
-                let rows = r.fetch_pending(after, PAGE);
-                (r, rows)
-            })
-            .await
-            .map_err(|e| EngineError::Config(format!("reading pending work failed: {e}")))?;
-            reader = Some(r);
-            let rows = rows?;
-            exhausted = rows.len() < PAGE;
-            if let Some(last) = rows.last() {
-                cursor = Some(PendingCursor {
-                    priority: last.priority,
-                    idx: last.idx,
-                });
+        let may_take = match more {
+            More::Yes => true,
+            More::Later => Instant::now() >= poll_at,
+            _ => false,
+        };
+        if heap.len() < source.low_water().max(1) && may_take {
+            let taken = source.take(PAGE).await?;
+            heap.extend(taken.rows.into_iter().map(|r| Ready(Item::from(r))));
+            more = taken.more;
+            match &more {
+                More::Later => poll_at = Instant::now() + POLL_AGAIN,
+                More::JobDone if heap.is_empty() => return Ok(()),
+                More::Stopped(sentence) => {
+                    let reason = StopReason::JobStopped {
+                        sentence: sentence.clone(),
+                    };
+                    let shown = reason.to_string();
+                    if ctx.stop.trigger(reason) {
+                        ctx.events.emit(Event::Stopping { reason: shown });
+                    }
+                    return Ok(());
+                }
+                _ => {}
             }
-            heap.extend(rows.into_iter().map(|r| Ready(Item::from(r))));
         }
         let Some(Ready(mut item)) = heap.pop() else {
-            // Nothing ready: wait for a retry to fall due, the end, or a stop.
+            // Nothing ready: wait for a retry to fall due, the end, a stop,
+            // or the moment to ask a shared source again.
+            let poll = more == More::Later;
             tokio::select! {
                 next = due.recv() => if let Some(item) = next { heap.push(Ready(item)) },
                 _ = all_done.notified() => return Ok(()),
                 _ = ctx.stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(poll_at), if poll => {}
             }
             continue;
         };

@@ -19,6 +19,9 @@ pub enum EngineError {
     Cost(#[from] CostError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A shared job in Redis could not be loaded, joined or read.
+    #[error(transparent)]
+    Job(#[from] crate::jobs::JobError),
     /// The input changed since the state was made.
     #[error("{input} changed since the run recorded in {state} started; rerun with --restart to start over (finished results in the output would be discarded), or restore the original input to resume")]
     InputChanged { input: PathBuf, state: PathBuf },
@@ -41,5 +44,6 @@ impl EngineError {
                 | EngineError::OutputExists { .. }
                 | EngineError::Config(_)
         ) || matches!(self, EngineError::Store(e) if e.is_usage())
+            || matches!(self, EngineError::Job(e) if e.is_usage())
     }
 }

@@ -31,6 +31,7 @@ mod item;
 mod output;
 mod pace;
 mod prepare;
+mod shared_job;
 mod verify;
 
 pub use batch::{cancel, BatchOptions, CancelReport, Via};
@@ -40,5 +41,6 @@ pub use error::EngineError;
 pub use output::{error_line, parse_body, response_line};
 pub use pace::{InFlight, PaceChange, Pacer};
 pub use prepare::{status, StatusReport};
+pub use shared_job::{job_export, job_status, work, JobConfig, WorkReport};
 pub use tokio_util::sync::CancellationToken;
 pub use verify::{verify, Verdict as VerifyVerdict};

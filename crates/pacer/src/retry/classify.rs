@@ -138,6 +138,9 @@ pub enum StopReason {
         crate::transport::short_duration(*max)
     )]
     WaitTooLong { asked: ServerWait, max: Duration },
+    /// Another process of a shared job (`--job`) stopped it for everyone.
+    #[error("another worker of the shared job stopped it: {sentence}")]
+    JobStopped { sentence: String },
     /// A batch API refused a call, kept failing it, or failed a batch as a
     /// whole for a reason pacer cannot mend (`--via batch`).
     #[error(

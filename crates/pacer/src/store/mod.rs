@@ -38,6 +38,7 @@ mod error;
 mod history;
 mod job_store;
 mod lock;
+mod source;
 mod writer;
 
 pub use batches::{
@@ -50,4 +51,5 @@ pub use job_store::{
     Counts, JobStore, PendingCursor, PendingRow, Recovery, RequestState, MAX_TOKENS, MAX_USD,
 };
 pub use lock::{JobLock, LockHolder};
+pub use source::{More, SqlitePending, Taken, WorkSource};
 pub use writer::{Command, Durable, Writer};

@@ -284,3 +284,45 @@ async fn a_worker_whose_key_is_refused_stops_the_whole_job_and_a_rerun_resumes()
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_each_id_once(&input, &env.path("in.results.jsonl"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_lost_with_a_redis_without_persistence_stops_and_a_rerun_loads_the_rest() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 200;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let env = Env::new(MockConfig {
+        rpm: Some(600),
+        latency: 200,
+        ..MockConfig::default()
+    })
+    .await;
+    let input = write_batch(env.dir.path(), "in.jsonl", N);
+    let mut run = env.pacer();
+    run.args(["run", "in.jsonl", "--json", "--redis", &url, "--job", "v"]);
+    let run = run.spawn().expect("spawn the run");
+    wait_for(&redis, "v", "finished", |f| {
+        f.parse::<usize>().unwrap_or(0) >= 20
+    })
+    .await;
+    redis.kill();
+    redis.restart();
+    let out = finish(run, "the run").await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is no longer in Redis"),
+        "{}",
+        stderr(&out)
+    );
+    let kept = output_ids(&env.path("in.results.jsonl")).len();
+    let out = env
+        .run(&["run", "in.jsonl", "--json", "--redis", &url, "--job", "v"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("({} requests, 0 finished)", N - kept)),
+        "{}",
+        stderr(&out)
+    );
+    assert_each_id_once(&input, &env.path("in.results.jsonl"));
+}

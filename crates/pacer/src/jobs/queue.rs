@@ -105,10 +105,22 @@ impl WorkSource for JobQueue {
                 });
             }
         };
+        if reply.total == -2 {
+            return Ok(Taken {
+                rows: Vec::new(),
+                more: More::Stopped(format!(
+                    "the shared job \"{}\" is no longer in Redis (a Redis restarted without persistence loses its jobs): \
+                     rerun the same `pacer run` to load what its output lacks again",
+                    self.job.name()
+                )),
+            });
+        }
         if let Some(stop) = reply.stop {
             return Ok(Taken {
                 rows: Vec::new(),
-                more: More::Stopped(stop),
+                more: More::Stopped(format!(
+                    "another worker of the shared job stopped it: {stop}"
+                )),
             });
         }
         let got = reply.entries.len();

@@ -5,11 +5,17 @@
 --
 -- KEYS: 1 meta, 2 work (stream), 3 requests, 4 results, 5 deliveries, 6 errors
 -- ARGV: 1 group, 2 consumer, 3 count, 4 lease ms, 5 most deliveries
--- Returns: total, finished, stop ('' if none), then for each request taken
+-- Returns: total (-2 if the job is gone), finished, stop ('' if none), then for each request taken
 -- its entry id, index, deliveries, request JSON, and its last error if it
 -- has been delivered more than the most deliveries ('' otherwise).
 local meta = redis.call('HMGET', KEYS[1], 'total', 'finished', 'stop')
 local out = { tonumber(meta[1]) or -1, tonumber(meta[2]) or 0, meta[3] or '' }
+if not meta[1] then
+  -- The job is gone (expired, deleted, or a Redis restarted without
+  -- persistence): say so rather than read a stream that is not there.
+  out[1] = -2
+  return out
+end
 if meta[3] then
   return out
 end

@@ -326,3 +326,59 @@ async fn a_job_lost_with_a_redis_without_persistence_stops_and_a_rerun_loads_the
     );
     assert_each_id_once(&input, &env.path("in.results.jsonl"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 6;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let env = Env::new(MockConfig::default()).await;
+    write_batch(env.dir.path(), "in.jsonl", N);
+    // Load the job with a key the provider refuses: it stops at once, the
+    // job loaded and nothing answered.
+    let out = env
+        .run_with(
+            &["run", "in.jsonl", "--json", "--no-verify", "--redis", &url, "--job", "d"],
+            |c| {
+                c.env("OPENAI_API_KEY", "sk-refused");
+            },
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(meta(&redis, "d", "finished").as_deref(), Some("0"));
+    // Five workers took every request and died without an answer.
+    {
+        let mut c = redis.connection();
+        for idx in 0..N {
+            let _: () = c
+                .hset("pacer:job:v1:{d}:deliveries", idx, 5)
+                .expect("set deliveries");
+            let _: () = c
+                .hset("pacer:job:v1:{d}:errors", idx, "HTTP 500: the model crashed")
+                .expect("set the last error");
+        }
+    }
+    let out = env
+        .run_with(&["worker", "--redis", &url, "--job", "d", "--json"], |_| {})
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(env.chats(), 1, "only the refused request was ever sent");
+    let out = env
+        .run(&["run", "in.jsonl", "--json", "--redis", &url, "--job", "d"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(s["failed"], N as u64, "{s}");
+    let text = std::fs::read_to_string(env.path("in.results.jsonl")).expect("output");
+    assert_eq!(text.lines().count(), N);
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        assert_eq!(v["error"]["code"], "lease_expired", "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("6 times") && message.contains("the model crashed"),
+            "{message}"
+        );
+    }
+}

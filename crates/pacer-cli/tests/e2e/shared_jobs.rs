@@ -314,7 +314,9 @@ async fn a_job_lost_with_a_redis_without_persistence_stops_and_a_rerun_loads_the
         "{}",
         stderr(&out)
     );
+    // What the run recorded itself went to its output as it went.
     let kept = output_ids(&env.path("in.results.jsonl")).len();
+    assert!(kept >= 20, "only {kept} results kept");
     let out = env
         .run(&["run", "in.jsonl", "--json", "--redis", &url, "--job", "v"])
         .await;

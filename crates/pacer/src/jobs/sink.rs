@@ -21,8 +21,10 @@ pub struct SinkHooks {
     pub on_new: Box<dyn Fn(RequestState) + Send + Sync>,
     /// Notified when the whole job is finished.
     pub all_done: Arc<Notify>,
-    /// The local store's writer for the history (`pacer report`), if this
-    /// process has a local state.
+    /// The local store's writer, if this process has a local state (a
+    /// `run`): the history (`pacer report`) goes there, and each result this
+    /// process recorded first, so its output grows as it works (a Redis
+    /// that loses the job does not take those with it).
     pub history: Option<mpsc::UnboundedSender<Command>>,
 }
 
@@ -159,9 +161,23 @@ async fn record(
 ) -> Result<(), JobError> {
     if !pending.is_empty() {
         let (new, finished, total) = job.finish(pending).await?;
-        for (f, new) in pending.iter().zip(new) {
-            if new {
-                (hooks.on_new)(f.result.state());
+        for (f, new) in pending.drain(..).zip(new) {
+            if !new {
+                continue;
+            }
+            (hooks.on_new)(f.result.state());
+            if let Some(local) = &hooks.history {
+                let r = f.result;
+                let _ = local.send(Command::Finish {
+                    idx: f.idx,
+                    state: r.state(),
+                    line: r.l,
+                    error: r.e,
+                    prompt_tokens: r.p,
+                    cached_tokens: r.k,
+                    completion_tokens: r.c,
+                    cost_usd: r.u,
+                });
             }
         }
         pending.clear();

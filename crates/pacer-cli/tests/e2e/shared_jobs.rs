@@ -341,7 +341,16 @@ async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
     // job loaded and nothing answered.
     let out = env
         .run_with(
-            &["run", "in.jsonl", "--json", "--no-verify", "--redis", &url, "--job", "d"],
+            &[
+                "run",
+                "in.jsonl",
+                "--json",
+                "--no-verify",
+                "--redis",
+                &url,
+                "--job",
+                "d",
+            ],
             |c| {
                 c.env("OPENAI_API_KEY", "sk-refused");
             },
@@ -357,7 +366,11 @@ async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
                 .hset("pacer:job:v1:{d}:deliveries", idx, 5)
                 .expect("set deliveries");
             let _: () = c
-                .hset("pacer:job:v1:{d}:errors", idx, "HTTP 500: the model crashed")
+                .hset(
+                    "pacer:job:v1:{d}:errors",
+                    idx,
+                    "HTTP 500: the model crashed",
+                )
                 .expect("set the last error");
         }
     }

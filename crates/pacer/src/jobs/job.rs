@@ -24,6 +24,9 @@ const LOAD_WAIT: Duration = Duration::from_secs(600);
 /// A finished job's keys stay this long (for `status` and `export`, and
 /// for the runs that joined it to write their output).
 pub const KEEP_FINISHED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest request body a worker takes from Redis: Redis is shared, so
+/// what it hands over is checked like anything else from the network.
+const MAX_BODY_BYTES: usize = 64 << 20;
 /// A request handed out more often than this without an answer (its
 /// workers died or stalled past their leases) is failed with its last error.
 pub const MAX_DELIVERIES: u32 = 5;
@@ -521,6 +524,19 @@ impl SharedJob {
             };
             let stored: StoredRequest = serde_json::from_str(&req)
                 .map_err(|_| self.corrupt(format!("request {idx} is not one pacer wrote")))?;
+            // The path goes after this worker's base URL (and its key): a
+            // path, never an address; the body bounded.
+            let path_ok = stored.u.starts_with('/')
+                && !stored.u.starts_with("//")
+                && stored.u.len() <= 2048
+                && !stored
+                    .u
+                    .contains(|c: char| c.is_whitespace() || c.is_control());
+            if !path_ok || stored.b.len() > MAX_BODY_BYTES {
+                return Err(self.corrupt(format!(
+                    "request {idx} has a path or a body pacer would not have loaded"
+                )));
+            }
             entries.push(TakenEntry {
                 entry,
                 row: PendingRow {

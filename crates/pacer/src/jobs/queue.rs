@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::job::SharedJob;
+use super::JobError;
 use crate::store::{Command, More, RequestState, StoreError, Taken, WorkSource};
 
 /// Requests a worker takes at a time: work at hand is work no other machine
@@ -91,6 +92,13 @@ impl WorkSource for JobQueue {
                     self.warned = false;
                 }
                 r
+            }
+            Err(e @ JobError::Corrupt { .. }) => {
+                // Not Redis away: the job holds what pacer never wrote.
+                return Ok(Taken {
+                    rows: Vec::new(),
+                    more: More::Stopped(e.to_string()),
+                });
             }
             Err(e) => {
                 // Nothing is lost: what this worker holds it keeps working

@@ -142,13 +142,9 @@ pub struct InputArgs {
     pub provider: Option<ProviderArg>,
 }
 
+/// How requests are sent, paced and retried: `run`'s and `worker`'s.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Input: OpenAI Batch JSONL, prompt JSONL, or a folder of documents.
-    pub input: PathBuf,
-    /// Output JSONL (default: the input's name with .results.jsonl).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
+pub struct SendArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
     #[command(flatten)]
@@ -179,12 +175,6 @@ pub struct RunArgs {
     /// Stream answers (`stream: true`) and reassemble them.
     #[arg(long)]
     pub stream: bool,
-    /// State file (default: beside the output, with .pacer.db).
-    #[arg(long)]
-    pub state: Option<PathBuf>,
-    /// Discard the state and the output and start over.
-    #[arg(long)]
-    pub restart: bool,
     /// Stop (resumably) before spending more than this many USD.
     #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
     pub max_cost: Option<f64>,
@@ -197,6 +187,23 @@ pub struct RunArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Input: OpenAI Batch JSONL, prompt JSONL, or a folder of documents.
+    pub input: PathBuf,
+    /// Output JSONL (default: the input's name with .results.jsonl).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// State file (default: beside the output, with .pacer.db).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Discard the state and the output and start over.
+    #[arg(long)]
+    pub restart: bool,
     /// Serve a live dashboard on this address: the run's charts at `/`, Prometheus metrics at `/metrics` (e.g. 127.0.0.1:9100; port 0: a free port). Loopback only unless --dashboard-public.
     #[arg(long, value_name = "ADDR")]
     pub dashboard: Option<std::net::SocketAddr>,
@@ -247,49 +254,10 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
     pub lease: Duration,
     #[command(flatten)]
-    pub endpoint: EndpointArgs,
+    pub send: SendArgs,
     /// The job's requests go to Anthropic ($ANTHROPIC_API_KEY, https://api.anthropic.com/v1).
     #[arg(long, value_enum)]
     pub provider: Option<ProviderArg>,
-    #[command(flatten)]
-    pub rates: RateArgs,
-    /// Largest burst of requests under --rpm (default: one minute's worth).
-    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
-    pub burst: Option<f64>,
-    /// Most requests in flight at once from this worker.
-    #[arg(long, value_parser = checks::positive_int::<usize>, allow_negative_numbers = true)]
-    pub concurrency: Option<usize>,
-    /// Retries per request before its last answer becomes its result.
-    #[arg(long, default_value_t = 10, value_parser = checks::count::<u32>, allow_negative_numbers = true)]
-    pub max_retries: u32,
-    /// While the provider is down, a request is failed for good only after failing this long.
-    #[arg(long, default_value = "30m", value_parser = checks::duration, allow_hyphen_values = true)]
-    pub max_retry_time: Duration,
-    /// Total time for one attempt.
-    #[arg(long, default_value = "10m", value_parser = checks::duration, allow_hyphen_values = true)]
-    pub timeout: Duration,
-    /// Longest silence between chunks of a streamed answer.
-    #[arg(long, default_value = "60s", value_parser = checks::duration, allow_hyphen_values = true)]
-    pub idle_timeout: Duration,
-    /// Largest answer read, in bytes; a larger one fails its request for good.
-    #[arg(long, default_value_t = pacer::transport::DEFAULT_MAX_RESPONSE_BYTES,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_response_bytes: u64,
-    /// Stream answers (`stream: true`) and reassemble them.
-    #[arg(long)]
-    pub stream: bool,
-    /// Stop (resumably, the whole job) before the job has spent more than this many USD.
-    #[arg(long, value_parser = checks::positive_number, allow_negative_numbers = true)]
-    pub max_cost: Option<f64>,
-    /// A TOML price table overriding the built-in one.
-    #[arg(long)]
-    pub prices: Option<PathBuf>,
-    /// Print the final summary as one JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Progress display.
-    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-    pub progress: ProgressArg,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -182,3 +182,43 @@ async fn shared_limits(
     );
     Ok(Some(shared))
 }
+
+/// The sending flags `run` and `worker` share: prices, limits, retries and
+/// the budget.
+fn apply_send(
+    cfg: &mut pacer::engine::RunConfig,
+    send: &crate::args::SendArgs,
+) -> anyhow::Result<()> {
+    cfg.prices = prices(send.prices.as_deref())?;
+    cfg.limits = pacer::engine::Limits {
+        rpm: send.rates.rpm,
+        rps: send.rates.rps,
+        tpm: send.rates.tpm,
+        burst: send.burst,
+        concurrency: send.concurrency,
+    };
+    cfg.retry = pacer::retry::RetryPolicy {
+        max_retries: send.max_retries,
+        ..pacer::retry::RetryPolicy::default()
+    };
+    cfg.max_cost = send.max_cost;
+    cfg.max_retry_time = send.max_retry_time;
+    Ok(())
+}
+
+/// The transport `run` and `worker` send with.
+fn transport_config(
+    send: &crate::args::SendArgs,
+    base_url: String,
+    api_key: Option<pacer::transport::ApiKey>,
+) -> pacer::transport::TransportConfig {
+    pacer::transport::TransportConfig {
+        base_url,
+        api_key,
+        timeout: send.timeout,
+        idle_timeout: send.idle_timeout,
+        stream: send.stream,
+        max_response_bytes: send.max_response_bytes,
+        ..pacer::transport::TransportConfig::default()
+    }
+}

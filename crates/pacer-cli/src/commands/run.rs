@@ -8,14 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{default_base_url, endpoint, prices, source_options, Endpoint, UsageError};
+use super::{default_base_url, endpoint, source_options, Endpoint, UsageError};
 use crate::args::{ProviderArg, RunArgs, ViaArg};
 use crate::progress::Reporter;
 use crate::Outcome;
-use pacer::engine::{BatchOptions, Limits, RunConfig, Via};
+use pacer::engine::{BatchOptions, RunConfig, Via};
 use pacer::report::{Dashboard, RunMetrics};
-use pacer::retry::RetryPolicy;
-use pacer::transport::{ApiKey, TransportConfig};
+use pacer::transport::ApiKey;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let output = args
@@ -25,22 +24,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let state = args.state.clone().unwrap_or_else(|| default_state(&output));
     let mut cfg = RunConfig::new(args.input.clone(), output, state);
     cfg.source = source_options(&args.input_args);
-    cfg.prices = prices(args.prices.as_deref())?;
-    cfg.limits = Limits {
-        rpm: args.rates.rpm,
-        rps: args.rates.rps,
-        tpm: args.rates.tpm,
-        burst: args.burst,
-        concurrency: args.concurrency,
-    };
-    cfg.retry = RetryPolicy {
-        max_retries: args.max_retries,
-        ..RetryPolicy::default()
-    };
+    super::apply_send(&mut cfg, &args.send)?;
     cfg.restart = args.restart;
-    cfg.max_cost = args.max_cost;
     cfg.verify = !args.no_verify;
-    cfg.max_retry_time = args.max_retry_time;
     if args.via == ViaArg::Live {
         for (set, flag) in [
             (args.poll_interval.is_some(), "--poll-interval"),
@@ -50,7 +36,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 return Err(UsageError(format!("{flag} applies to --via batch only")).into());
             }
         }
-    } else if args.stream {
+    } else if args.send.stream {
         return Err(UsageError(
             "--stream applies to --via live only: batch APIs do not stream".into(),
         )
@@ -62,7 +48,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         key_env,
         key,
         base_url,
-    } = endpoint(anthropic, &args.endpoint)?;
+    } = endpoint(anthropic, &args.send.endpoint)?;
 
     // Rehearsal: no key and nowhere to send means the built-in simulator.
     let simulate = args.simulate || (key.is_none() && base_url.is_none());
@@ -101,15 +87,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         });
     }
     cfg.fresh_provider = simulate;
-    cfg.transport = TransportConfig {
+    cfg.transport = super::transport_config(
+        &args.send,
         base_url,
-        api_key: key.map(|k| ApiKey::from_env(&key_env, k)),
-        timeout: args.timeout,
-        idle_timeout: args.idle_timeout,
-        stream: args.stream,
-        max_response_bytes: args.max_response_bytes,
-        ..TransportConfig::default()
-    };
+        key.map(|k| ApiKey::from_env(&key_env, k)),
+    );
     if args.redis.is_some() && args.via == ViaArg::Batch {
         return Err(UsageError(
             "--redis applies to --via live only: batch APIs are not paced per request".into(),
@@ -150,7 +132,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         None => None,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::spawn(rx, args.progress, dashboard.as_ref().map(|d| d.1.clone()));
+    let reporter = Reporter::spawn(
+        rx,
+        args.send.progress,
+        dashboard.as_ref().map(|d| d.1.clone()),
+    );
     let result = pacer::engine::run(cfg, Some(tx), cancel.clone()).await;
     reporter.finish().await;
     let report = match result {
@@ -165,7 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Outcome> {
 
     let outcome = outcome(&report);
     let s = &report.summary;
-    if args.json {
+    if args.send.json {
         let mut v = serde_json::to_value(s)?;
         v["exit_code"] = serde_json::json!(outcome.code());
         println!("{v}");

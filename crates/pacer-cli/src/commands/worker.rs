@@ -2,13 +2,12 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{endpoint, prices, Endpoint, UsageError};
+use super::{endpoint, Endpoint, UsageError};
 use crate::args::{ProviderArg, WorkerArgs};
 use crate::progress::Reporter;
 use crate::Outcome;
-use pacer::engine::{JobConfig, Limits, RunConfig};
-use pacer::retry::RetryPolicy;
-use pacer::transport::{ApiKey, TransportConfig};
+use pacer::engine::{JobConfig, RunConfig};
+use pacer::transport::ApiKey;
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
     check_lease(args.lease)?;
@@ -18,7 +17,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
         key_env,
         key,
         base_url,
-    } = endpoint(anthropic, &args.endpoint)?;
+    } = endpoint(anthropic, &args.send.endpoint)?;
     if key.is_none() && base_url.is_none() {
         return Err(UsageError(format!(
             "pacer worker sends the job's requests itself: set ${key_env} (or --api-key-env) and, for another provider than the default, --base-url"
@@ -27,29 +26,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
     }
     // A worker has no input and no state of its own: the paths are unused.
     let mut cfg = RunConfig::new(Default::default(), Default::default(), Default::default());
-    cfg.prices = prices(args.prices.as_deref())?;
-    cfg.limits = Limits {
-        rpm: args.rates.rpm,
-        rps: args.rates.rps,
-        tpm: args.rates.tpm,
-        burst: args.burst,
-        concurrency: args.concurrency,
-    };
-    cfg.retry = RetryPolicy {
-        max_retries: args.max_retries,
-        ..RetryPolicy::default()
-    };
-    cfg.max_cost = args.max_cost;
-    cfg.max_retry_time = args.max_retry_time;
-    cfg.transport = TransportConfig {
-        base_url: base_url.unwrap_or_else(|| super::default_base_url(anthropic).to_string()),
-        api_key: key.map(|k| ApiKey::from_env(&key_env, k)),
-        timeout: args.timeout,
-        idle_timeout: args.idle_timeout,
-        stream: args.stream,
-        max_response_bytes: args.max_response_bytes,
-        ..TransportConfig::default()
-    };
+    super::apply_send(&mut cfg, &args.send)?;
+    cfg.transport = super::transport_config(
+        &args.send,
+        base_url.unwrap_or_else(|| super::default_base_url(anthropic).to_string()),
+        key.map(|k| ApiKey::from_env(&key_env, k)),
+    );
     cfg.shared = super::shared_limits(Some(&args.redis), &cfg.transport, &cfg.limits).await?;
     cfg.job = Some(JobConfig {
         redis: args.redis.clone(),
@@ -68,7 +50,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
         "pacer: quitting at once; the job's other workers take over this one's requests after the lease",
     );
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter::spawn(rx, args.progress, None);
+    let reporter = Reporter::spawn(rx, args.send.progress, None);
     let result = pacer::engine::work(cfg, Some(tx), cancel).await;
     reporter.finish().await;
     let report = result?;
@@ -80,7 +62,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Done
     };
-    if args.json {
+    if args.send.json {
         let mut v = serde_json::to_value(s)?;
         v["exit_code"] = serde_json::json!(outcome.code());
         v["job"] = serde_json::to_value(&report.job)?;

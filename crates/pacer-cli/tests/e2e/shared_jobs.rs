@@ -66,6 +66,47 @@ fn assert_each_id_once(input: &Path, output: &Path) {
     assert_complete_and_matching(input, output);
 }
 
+/// A simulator at `rpm` requests a minute, answering in `latency_ms`.
+async fn paced_env(rpm: u64, latency_ms: u64) -> Env {
+    Env::new(MockConfig {
+        rpm: Some(rpm),
+        latency: latency_ms,
+        ..MockConfig::default()
+    })
+    .await
+}
+
+/// Starts `pacer run in.jsonl --json --redis URL --job JOB EXTRA`.
+fn start_run(env: &Env, redis: &str, job: &str, extra: &[&str]) -> tokio::process::Child {
+    let mut run = env.pacer();
+    run.args(["run", "in.jsonl", "--json", "--redis", redis, "--job", job])
+        .args(extra);
+    run.spawn().expect("spawn the run")
+}
+
+/// Loads `in.jsonl` as the job `job` with a key the provider refuses: the
+/// run stops at once, the job loaded and nothing answered.
+async fn load_unanswered(env: &Env, redis: &str, job: &str) {
+    let out = env
+        .run_with(
+            &[
+                "run",
+                "in.jsonl",
+                "--json",
+                "--no-verify",
+                "--redis",
+                redis,
+                "--job",
+                job,
+            ],
+            |c| {
+                c.env("OPENAI_API_KEY", "sk-refused");
+            },
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
 fn worker(env: &Env, redis: &str, job: &str, extra: &[&str]) -> tokio::process::Command {
     let mut cmd = env.pacer();
     cmd.args(["worker", "--redis", redis, "--job", job, "--json"])
@@ -81,12 +122,7 @@ async fn three_workers_finish_one_job_and_a_killed_ones_work_is_reclaimed() {
     let url = redis.url();
     // 20 a second, half a second each: the job takes ~15 s, long enough to
     // kill a worker in the middle.
-    let env = Env::new(MockConfig {
-        rpm: Some(1200),
-        latency: 500,
-        ..MockConfig::default()
-    })
-    .await;
+    let env = paced_env(1200, 500).await;
     let input = write_batch(env.dir.path(), "in.jsonl", N);
     let lease = ["--lease", "3s"];
 
@@ -193,17 +229,9 @@ async fn a_persistent_redis_killed_and_restarted_mid_job_loses_and_doubles_nothi
     const N: usize = 240;
     let mut redis = RedisServer::start_persistent();
     let url = redis.url();
-    let env = Env::new(MockConfig {
-        rpm: Some(1200),
-        latency: 300,
-        ..MockConfig::default()
-    })
-    .await;
+    let env = paced_env(1200, 300).await;
     let input = write_batch(env.dir.path(), "in.jsonl", N);
-    let mut run = env.pacer();
-    run.args(["run", "in.jsonl", "--json", "--redis", &url, "--job", "p"])
-        .args(["--lease", "30s"]);
-    let run = run.spawn().expect("spawn the run");
+    let run = start_run(&env, &url, "p", &["--lease", "30s"]);
     wait_for(&redis, "p", "state", |s| s == "ready").await;
     let helper = worker(&env, &url, "p", &["--lease", "30s"])
         .spawn()
@@ -237,16 +265,9 @@ async fn a_worker_whose_key_is_refused_stops_the_whole_job_and_a_rerun_resumes()
     const N: usize = 200;
     let redis = RedisServer::start();
     let url = redis.url();
-    let env = Env::new(MockConfig {
-        rpm: Some(600),
-        latency: 200,
-        ..MockConfig::default()
-    })
-    .await;
+    let env = paced_env(600, 200).await;
     let input = write_batch(env.dir.path(), "in.jsonl", N);
-    let mut run = env.pacer();
-    run.args(["run", "in.jsonl", "--json", "--redis", &url, "--job", "k"]);
-    let run = run.spawn().expect("spawn the run");
+    let run = start_run(&env, &url, "k", &[]);
     wait_for(&redis, "k", "finished", |f| {
         f.parse::<usize>().unwrap_or(0) >= 5
     })
@@ -291,16 +312,9 @@ async fn a_job_lost_with_a_redis_without_persistence_stops_and_a_rerun_loads_the
     const N: usize = 200;
     let mut redis = RedisServer::start();
     let url = redis.url();
-    let env = Env::new(MockConfig {
-        rpm: Some(600),
-        latency: 200,
-        ..MockConfig::default()
-    })
-    .await;
+    let env = paced_env(600, 200).await;
     let input = write_batch(env.dir.path(), "in.jsonl", N);
-    let mut run = env.pacer();
-    run.args(["run", "in.jsonl", "--json", "--redis", &url, "--job", "v"]);
-    let run = run.spawn().expect("spawn the run");
+    let run = start_run(&env, &url, "v", &[]);
     wait_for(&redis, "v", "finished", |f| {
         f.parse::<usize>().unwrap_or(0) >= 20
     })
@@ -337,26 +351,7 @@ async fn a_request_handed_out_more_than_five_times_fails_with_its_last_error() {
     let url = redis.url();
     let env = Env::new(MockConfig::default()).await;
     write_batch(env.dir.path(), "in.jsonl", N);
-    // Load the job with a key the provider refuses: it stops at once, the
-    // job loaded and nothing answered.
-    let out = env
-        .run_with(
-            &[
-                "run",
-                "in.jsonl",
-                "--json",
-                "--no-verify",
-                "--redis",
-                &url,
-                "--job",
-                "d",
-            ],
-            |c| {
-                c.env("OPENAI_API_KEY", "sk-refused");
-            },
-        )
-        .await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    load_unanswered(&env, &url, "d").await;
     assert_eq!(meta(&redis, "d", "finished").as_deref(), Some("0"));
     let sent_before = env.chats();
     // Five workers took every request and died without an answer.
@@ -406,24 +401,7 @@ async fn a_request_in_redis_that_pacer_did_not_write_stops_the_worker_unsent() {
     let url = redis.url();
     let env = Env::new(MockConfig::default()).await;
     write_batch(env.dir.path(), "in.jsonl", 3);
-    let out = env
-        .run_with(
-            &[
-                "run",
-                "in.jsonl",
-                "--json",
-                "--no-verify",
-                "--redis",
-                &url,
-                "--job",
-                "h",
-            ],
-            |c| {
-                c.env("OPENAI_API_KEY", "sk-refused");
-            },
-        )
-        .await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    load_unanswered(&env, &url, "h").await;
     let sent_before = env.chats();
     // Someone with access to Redis swaps a request's path for an address.
     {

@@ -139,43 +139,33 @@ pub async fn run(
         }
     }
 
+    let start = Start {
+        transport,
+        emitter: emitter.clone(),
+        budget,
+        verified_limits,
+        provider_down,
+        reached,
+        on_stop: None,
+    };
     if let (Some(job), Via::Live) = (&cfg.job, &cfg.via) {
-        let start = Start {
-            transport,
-            emitter: emitter.clone(),
-            budget,
-            verified_limits,
-            provider_down,
-            reached,
-            on_stop: None,
-        };
         return super::shared_job::run_shared(&cfg, job, prepared, start, recovery, cancel).await;
     }
     let reader = JobStore::open(&cfg.state)?;
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
-    writer.send(Command::RunStarted(RunRecord {
-        started_unix_ms: unix_ms(std::time::SystemTime::now()),
-        via: match cfg.via {
-            Via::Live => "live",
-            Via::Batch(_) => "batch",
-        },
-        max_cost: cfg.max_cost,
-        rpm: cfg.limits.rpm,
-        tpm: cfg.limits.tpm,
-        concurrency: cfg.limits.concurrency,
-    }))?;
+    writer.send(run_started(&cfg))?;
     if let Via::Batch(options) = &cfg.via {
         let batches = Batches {
             options: options.clone(),
-            transport,
+            transport: start.transport,
             reader,
             writer,
             durable: durable_rx,
             emitter: emitter.clone(),
-            budget: budget.map(|b| b.into_inner().expect("budget lock")),
+            budget: start.budget.map(|b| b.into_inner().expect("budget lock")),
             remaining: counts.pending + counts.in_flight,
-            reached,
+            reached: start.reached,
             job: prepared.job_id.clone().unwrap_or_default(),
         };
         let (stop, open_batches) = run_batches(&cfg, batches, cancel).await?;
@@ -192,15 +182,6 @@ pub async fn run(
         emitter.clone(),
         all_done.clone(),
     ));
-    let start = Start {
-        transport,
-        emitter: emitter.clone(),
-        budget,
-        verified_limits,
-        provider_down,
-        reached,
-        on_stop: None,
-    };
     let source = SqlitePending::new(reader, PAGE);
     let (stop, dispatched) = drive(&cfg, start, writer.sender(), source, all_done, cancel).await;
     end_run(&writer, stop.as_ref());
@@ -415,6 +396,21 @@ async fn run_batches(
     let end = ended?;
     closed?;
     Ok((stop.reason().cloned(), end.open_at_provider))
+}
+
+/// The history's record of a run starting, with its limits and budget.
+pub(crate) fn run_started(cfg: &RunConfig) -> Command {
+    Command::RunStarted(RunRecord {
+        started_unix_ms: unix_ms(std::time::SystemTime::now()),
+        via: match cfg.via {
+            Via::Live => "live",
+            Via::Batch(_) => "batch",
+        },
+        max_cost: cfg.max_cost,
+        rpm: cfg.limits.rpm,
+        tpm: cfg.limits.tpm,
+        concurrency: cfg.limits.concurrency,
+    })
 }
 
 /// Records the run's end in the history (the writer commits it with the rest).

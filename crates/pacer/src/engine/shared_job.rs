@@ -174,6 +174,7 @@ pub(crate) async fn run_shared(
     // results at the end.
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel();
     let writer = Writer::start(prepared.store, &cfg.output, durable_tx)?;
+    writer.send(super::dispatch::run_started(cfg))?;
     let drain = tokio::spawn(async move { while durable_rx.recv().await.is_some() {} });
     let parts = Parts {
         job: job.clone(),
@@ -231,16 +232,7 @@ async fn write_output(
         let results = job.results(&idxs).await?;
         for (idx, result) in idxs.into_iter().zip(results) {
             let Some(r) = result else { continue };
-            writer.send(Command::Finish {
-                idx,
-                state: r.state(),
-                line: r.l,
-                error: r.e,
-                prompt_tokens: r.p,
-                cached_tokens: r.k,
-                completion_tokens: r.c,
-                cost_usd: r.u,
-            })?;
+            writer.send(r.into_finish(idx))?;
         }
         if page.len() < OUTPUT_CHUNK {
             return Ok(());

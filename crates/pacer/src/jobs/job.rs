@@ -72,6 +72,20 @@ impl StoredResult {
             RequestState::Done
         }
     }
+
+    /// The local store's command that records this result for request `idx`.
+    pub fn into_finish(self, idx: i64) -> crate::store::Command {
+        crate::store::Command::Finish {
+            idx,
+            state: self.state(),
+            line: self.l,
+            error: self.e,
+            prompt_tokens: self.p,
+            cached_tokens: self.k,
+            completion_tokens: self.c,
+            cost_usd: self.u,
+        }
+    }
 }
 
 /// What a shared job's meta says.

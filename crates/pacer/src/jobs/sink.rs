@@ -167,17 +167,7 @@ async fn record(
             }
             (hooks.on_new)(f.result.state());
             if let Some(local) = &hooks.history {
-                let r = f.result;
-                let _ = local.send(Command::Finish {
-                    idx: f.idx,
-                    state: r.state(),
-                    line: r.l,
-                    error: r.e,
-                    prompt_tokens: r.p,
-                    cached_tokens: r.k,
-                    completion_tokens: r.c,
-                    cost_usd: r.u,
-                });
+                let _ = local.send(f.result.into_finish(f.idx));
             }
         }
         pending.clear();

@@ -221,6 +221,7 @@ impl Ranks {
         ranks
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.starts.len()
     }

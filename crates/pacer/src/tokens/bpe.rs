@@ -99,18 +99,16 @@ impl Bpe {
         parts.extend((0..piece.len() - 1).map(|i| (i, rank_of(&piece[i..i + 2]))));
         parts.push((piece.len() - 1, u32::MAX));
         parts.push((piece.len(), u32::MAX));
-        loop {
-            let Some((i, rank)) = parts[..parts.len() - 1]
+        // The leftmost pair of the lowest rank that is a token, if any.
+        let lowest = |parts: &[(usize, u32)]| {
+            parts[..parts.len() - 1]
                 .iter()
                 .enumerate()
-                .map(|(i, &(_, rank))| (i, rank))
-                .min_by_key(|&(i, rank)| (rank, i))
-            else {
-                break;
-            };
-            if rank == u32::MAX {
-                break;
-            }
+                .filter(|&(_, &(_, rank))| rank != u32::MAX)
+                .min_by_key(|&(i, &(_, rank))| (rank, i))
+                .map(|(i, _)| i)
+        };
+        while let Some(i) = lowest(parts) {
             // Part i absorbs part i+1; the pairs on both sides of it change.
             // (Ranks are read before the removal, so part i+1 is skipped.)
             let joined_rank = |parts: &[(usize, u32)], j: usize| {

@@ -99,14 +99,17 @@ impl Bpe {
         parts.extend((0..piece.len() - 1).map(|i| (i, rank_of(&piece[i..i + 2]))));
         parts.push((piece.len() - 1, u32::MAX));
         parts.push((piece.len(), u32::MAX));
-        // The leftmost pair of the lowest rank that is a token, if any.
+        // The leftmost pair of the lowest rank that is a token, if any. A
+        // plain loop: this scan is the merge's O(n²) part, and iterator
+        // adapters made it several times slower in unoptimized test builds.
         let lowest = |parts: &[(usize, u32)]| {
-            parts[..parts.len() - 1]
-                .iter()
-                .enumerate()
-                .filter(|&(_, &(_, rank))| rank != u32::MAX)
-                .min_by_key(|&(i, &(_, rank))| (rank, i))
-                .map(|(i, _)| i)
+            let (mut best, mut at) = (u32::MAX, 0);
+            for (i, &(_, rank)) in parts[..parts.len() - 1].iter().enumerate() {
+                if rank < best {
+                    (best, at) = (rank, i);
+                }
+            }
+            (best != u32::MAX).then_some(at)
         };
         while let Some(i) = lowest(parts) {
             // Part i absorbs part i+1; the pairs on both sides of it change.

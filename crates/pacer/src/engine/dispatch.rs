@@ -312,6 +312,12 @@ pub(crate) fn final_report(
 ) -> Result<RunReport, EngineError> {
     let mut summary = emitter.summary();
     let final_store = JobStore::open(&cfg.state)?;
+    // Two passes over every row, nothing read twice: a page cache would
+    // only add its 16 MB to the run's peak memory (the writer's, freed
+    // just before on another thread, is not reused here).
+    let _ = final_store
+        .reader()
+        .execute_batch("PRAGMA cache_size = -1024");
     let final_counts = final_store.counts()?;
     summary.by_model = final_store.spend_by_model()?;
     summary.cost_unknown |= summary.by_model.iter().any(|m| m.cost_usd.is_none());

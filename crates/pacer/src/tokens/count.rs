@@ -1,8 +1,6 @@
-use std::sync::OnceLock;
-
 use serde_json::Value;
-use tiktoken_rs::CoreBPE;
 
+use super::bpe::Bpe;
 use crate::endpoint::Endpoint;
 
 /// What a request is charged for `max_tokens` when it sets none. Providers do
@@ -40,16 +38,12 @@ pub fn encoding_for_model(model: &str) -> Encoding {
     }
 }
 
-fn bpe(enc: Encoding) -> &'static CoreBPE {
-    static O200K: OnceLock<CoreBPE> = OnceLock::new();
-    static CL100K: OnceLock<CoreBPE> = OnceLock::new();
+/// The exact counter of `enc` (`bpe.rs`: tiktoken's counts, a fraction of
+/// its CPU and memory).
+fn bpe(enc: Encoding) -> &'static Bpe {
     match enc {
-        Encoding::O200k => O200K.get_or_init(|| {
-            tiktoken_rs::o200k_base().expect("o200k vocabulary ships with tiktoken-rs")
-        }),
-        Encoding::Cl100k => CL100K.get_or_init(|| {
-            tiktoken_rs::cl100k_base().expect("cl100k vocabulary ships with tiktoken-rs")
-        }),
+        Encoding::O200k => super::bpe::o200k(),
+        Encoding::Cl100k => super::bpe::cl100k(),
     }
 }
 
@@ -83,10 +77,10 @@ pub fn scale_for_model(model: &str, n: u64) -> u64 {
 }
 
 /// Longest run without whitespace given to the tokenizer at once. Such a
-/// run is one pre-token for tiktoken: its regex recurses per character and
-/// overflows its stack near a million (a base64 blob), and byte-pair merging
-/// is quadratic in it. Longer runs are counted in pieces, which can change
-/// the count by a token or so per cut.
+/// run can be one pre-token, and merging one piece is superlinear in its
+/// length (tiktoken's regex also overflowed its stack near a million). Longer
+/// runs are counted in pieces, which can change the count by a token or so
+/// per cut; the cut is kept where it was so that estimates do not change.
 const MAX_RUN_BYTES: usize = 2048;
 
 /// Texts at least this long are remembered with their count.
@@ -96,8 +90,8 @@ const MEMO_ENTRIES: usize = 4096;
 
 thread_local! {
     /// Recent counts by (encoding, 128-bit hash of the text). Batch inputs
-    /// repeat their system prompt and instructions on every line, and
-    /// tiktoken's pre-tokenizing regex is most of an import's CPU.
+    /// repeat their system prompt and instructions on every line: hashing a
+    /// text is several times cheaper than counting it again.
     static MEMO: std::cell::RefCell<std::collections::HashMap<(bool, [u8; 16]), u64>> =
         std::cell::RefCell::default();
 }
@@ -139,15 +133,15 @@ fn base_count(enc: Encoding, text: &str) -> u64 {
             if c.is_whitespace() {
                 run_start = i + c.len_utf8();
             } else if i + c.len_utf8() - run_start > MAX_RUN_BYTES {
-                n += bpe.encode_ordinary(&text[start..i]).len() as u64;
+                n += bpe.count(&text[start..i]) as u64;
                 start = i;
                 run_start = i;
             }
         }
-        n += bpe.encode_ordinary(&text[start..]).len() as u64;
+        n += bpe.count(&text[start..]) as u64;
         return n;
     }
-    bpe.encode_ordinary(text).len() as u64
+    bpe.count(text) as u64
 }
 
 /// A request's token charge, as a provider computes it at admission.
@@ -413,8 +407,187 @@ mod tests {
         assert!(n > 100_000, "{n}");
         // Ordinary long text is counted exactly as a whole.
         let prose = "The totals were checked twice and found to agree. ".repeat(2000);
-        let whole = bpe(Encoding::O200k).encode_ordinary(&prose).len() as u64;
+        let whole = bpe(Encoding::O200k).count(&prose) as u64;
         assert_eq!(count_text("gpt-4o", &prose), whole);
+    }
+
+    /// Counts from OpenAI's Python tiktoken, kept with the simulator's tests
+    /// (data made outside Rust, not the simulator's code): pacer must agree
+    /// with every text case exactly.
+    #[test]
+    fn texts_count_as_python_tiktoken_counts_them() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../pacer-mock/tests/fixtures/token_counts.json"
+        );
+        let fixture: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("read the fixture"))
+                .expect("the fixture is JSON");
+        let cases = fixture["texts"].as_array().expect("texts");
+        assert!(cases.len() >= 20);
+        let mut wrong = Vec::new();
+        for case in cases {
+            let enc = match case["encoding"].as_str() {
+                Some("o200k_base") => Encoding::O200k,
+                Some("cl100k_base") => Encoding::Cl100k,
+                other => panic!("unknown encoding {other:?}"),
+            };
+            let text = case["text"].as_str().expect("text");
+            let expected = case["tokens"].as_u64().expect("tokens");
+            let got = base_count(enc, text);
+            if got != expected {
+                wrong.push(format!("{enc:?}: {text:?}: {got}, tiktoken {expected}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// Texts where pre-tokenizers tend to differ: whitespace before words,
+    /// mixed line breaks, contractions in any case, digits, CJK, emoji with
+    /// joiners, combining marks, right-to-left scripts, code.
+    fn corner_cases() -> Vec<String> {
+        let mut texts: Vec<String> = [
+            "Hello world",
+            "  leading spaces and trailing   ",
+            "a  b   c    d\t\te\t \tf",
+            "line one\nline two\r\nline three\r\rend\n\n\n",
+            "   \n   \n\t\n  x",
+            "ends with spaces   ",
+            "ends with newline and spaces\n  ",
+            "\u{a0}no-break\u{a0}\u{a0}space\u{2003}em\u{3000}ideographic",
+            "I'm sure they'll say it's what we'd've done; DON'T SHOUT, You'Re Right",
+            "'s 't 're 've 'm 'll 'd 'S 'T 'RE",
+            "1234567890 12345678901234567890 3.14159265358979 -42 1,000,000 0x7fffffff 1e-9",
+            "2026-12-02T01:46:03Z, +1 (555) 010-9999, $1,234.56, 99.9%",
+            "東京は日本の首都です。人口は約1400万人。中文测试：你好，世界！",
+            "한국어 문장입니다. 日本語のテキスト、カタカナとひらがな。",
+            "emoji 😀😃😄 family 👨‍👩‍👧‍👦 flags 🇫🇷🇯🇵 skin 👍🏽 keycap 1️⃣",
+            "combining: e\u{301} a\u{300}\u{302} Z\u{335}\u{31b}a\u{36b}l\u{352}g\u{311}o",
+            "العربية نص من اليمين إلى اليسار، مع أرقام ١٢٣",
+            "עברית ושפה רוסית: Привет, как дела? Ελληνικά: Γειά σου",
+            "Vietnamese: Văn bản tiếng Việt có dấu",
+            "fn main() {\n    let x: Vec<u8> = vec![1, 2, 3];\n    println!(\"{x:?}\");\n}\n",
+            "def f(a, b=2, *args, **kw):\n\treturn {'a': a, \"b\": b}  # comment\n",
+            "<div class=\"x\">&nbsp;</div><!-- c --> SELECT * FROM t WHERE a >= 1;",
+            "path/to/file.rs:12:34 https://example.com/a/b?c=d&e=f#g",
+            "!!!???...,,,;;;:::---___===+++***&&&^^^%%%$$$###@@@~~~```",
+            "<|endoftext|> <|im_start|>user<|im_sep|>",
+            "MixedCASEWordsLikeJSONParser and HTTPServer2Go iPhone",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "QmFzZTY0IGVuY29kZWQgdGV4dCBnb2VzIGhlcmU+Lw==/+xyz",
+            "\u{0}\u{1}\u{1f} control \u{7f}\u{85}\u{2028}\u{2029}",
+            " ",
+            "\n",
+            "\t",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        texts.push("The totals were checked twice. ".repeat(40));
+        texts.push(" ".repeat(300) + "word" + &"\n".repeat(50));
+        texts.push("9".repeat(1000));
+        texts
+    }
+
+    /// Random mixtures of the characters pre-tokenizers treat differently.
+    fn random_texts(seed: u64, count: usize) -> Vec<String> {
+        use rand::{Rng, SeedableRng};
+        const PARTS: &[&str] = &[
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\r",
+            "\u{a0}",
+            "\u{3000}",
+            "a",
+            "The",
+            "hello",
+            "WORLD",
+            "McDonald",
+            "x",
+            "'s",
+            "'T",
+            "'ll",
+            "'",
+            "\"",
+            "0",
+            "12",
+            "345",
+            "6789",
+            "...",
+            ",",
+            "!",
+            "?",
+            "/",
+            "//",
+            "-",
+            "_",
+            "(",
+            ")",
+            "{",
+            "}",
+            "<",
+            ">",
+            "=",
+            "#",
+            "东京",
+            "の",
+            "한",
+            "😀",
+            "👨‍👩‍👧",
+            "🇫🇷",
+            "e\u{301}",
+            "\u{301}",
+            "ß",
+            "İ",
+            "ǅ",
+            "\u{2160}",
+            "Ω",
+            "العربية",
+            "١٢",
+            "Привет",
+            "\u{200d}",
+            "\u{fe0f}",
+        ];
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        (0..count)
+            .map(|_| {
+                let parts = rng.gen_range(0..120);
+                (0..parts)
+                    .map(|_| PARTS[rng.gen_range(0..PARTS.len())])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// bpe-openai against tiktoken-rs (the tokenizer pacer counted with
+    /// before) on the corner cases and 4,000 random mixtures per encoding.
+    #[test]
+    fn counts_are_tiktokens_on_varied_texts() {
+        let o200k = tiktoken_rs::o200k_base().expect("o200k");
+        let cl100k = tiktoken_rs::cl100k_base().expect("cl100k");
+        let mut texts = corner_cases();
+        texts.extend(random_texts(9, 4000));
+        let mut wrong = Vec::new();
+        for text in &texts {
+            for (enc, reference) in [(Encoding::O200k, &o200k), (Encoding::Cl100k, &cl100k)] {
+                let expected = reference.encode_ordinary(text).len() as u64;
+                let got = base_count(enc, text);
+                if got != expected {
+                    wrong.push(format!("{enc:?}: {text:?}: {got}, tiktoken {expected}"));
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} differ:\n{}",
+            wrong.len(),
+            texts.len() * 2,
+            wrong.join("\n")
+        );
     }
 
     #[test]

@@ -108,6 +108,17 @@ impl RateLimiter {
         self.changed.notify_waiters();
     }
 
+    /// Empties the bucket as of `at` (the end of a 429's pause): one unit is
+    /// free then, the next a unit's interval later. A pause is no idle time:
+    /// the provider refused because its bucket was dry, so what refilled in
+    /// ours meanwhile is not room there, and spending it in one burst when
+    /// the gate opens is a flight of 429s.
+    pub fn empty_until(&self, at: Instant) {
+        let mut s = self.lock();
+        let empty = later(at, s.gcra.interval((s.gcra.burst() - 1.0).max(0.0)));
+        s.tat = s.tat.max(empty);
+    }
+
     pub fn rate(&self) -> f64 {
         self.lock().gcra.rate()
     }
@@ -164,6 +175,24 @@ mod tests {
             l.acquire(1).await;
         }
         assert_eq!(start.elapsed(), ms(9_900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_pause_it_admits_at_the_rate_not_in_a_burst() {
+        let l = RateLimiter::new(10.0, 10.0);
+        let start = Instant::now();
+        // A pause of 2 s: the bucket would be full again by its end.
+        l.empty_until(start + ms(2_000));
+        l.acquire(1).await;
+        assert_eq!(start.elapsed(), ms(2_000), "one unit at the pause's end");
+        for _ in 0..5 {
+            l.acquire(1).await;
+        }
+        assert_eq!(start.elapsed(), ms(2_500), "then one every 100 ms");
+        // It never gives debt back: a later pause that ends sooner is no-op.
+        l.empty_until(start + ms(100));
+        l.acquire(1).await;
+        assert_eq!(start.elapsed(), ms(2_600));
     }
 
     #[tokio::test(start_paused = true)]

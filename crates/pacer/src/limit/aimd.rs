@@ -234,8 +234,18 @@ impl Aimd {
     /// A good answer worth `units` (tokens, for a token pace): as
     /// [`on_success`](Self::on_success), with goodput counted in units.
     pub fn on_success_units(&mut self, now: Instant, units: u64) {
+        self.on_success_sent(now, now, units);
+    }
+
+    /// A good answer worth `units` to a request sent at `sent`: as
+    /// [`on_success_units`](Self::on_success_units). A dry spell counts it
+    /// only if it was sent during the spell: an answer that comes back in it
+    /// to a request sent before (a slow one, or on a busy machine) may have
+    /// been let through by the bucket before it ran dry, and counting those
+    /// made the provider's rate look two or three times what it is.
+    pub fn on_success_sent(&mut self, now: Instant, sent: Instant, units: u64) {
         self.goodput.record(now, units);
-        if let Some(d) = &mut self.dry {
+        if let Some(d) = self.dry.as_mut().filter(|d| sent >= d.since) {
             d.good += units;
             d.answers = d.answers.saturating_add(1);
         }
@@ -503,6 +513,31 @@ mod tests {
             a.on_success(t);
         }
         assert!(a.rate() <= ceiling, "{}", a.rate());
+    }
+
+    #[test]
+    fn a_dry_spell_counts_only_what_was_sent_in_it() {
+        // The bucket ran dry at t0 with 30 requests in flight, 20 of which
+        // it had let through: their answers come back after the first 429
+        // and say nothing of the rate (10 a second).
+        let t0 = Instant::now();
+        let mut a = Aimd::new(15.0, 0.05, 1e5)
+            .with_window(Duration::from_secs(1))
+            .after_first_429(t0, 900.0);
+        for i in 0..20 {
+            a.on_success_sent(t0 + ms(i), t0 - ms(50), 1);
+        }
+        let mut t = t0;
+        for _ in 0..7 {
+            t += ms(50);
+            a.on_rate_limited(t);
+            t += ms(50);
+            a.on_success_sent(t, t - ms(5), 1);
+        }
+        t += ms(50);
+        a.on_rate_limited(t);
+        let ceiling = a.ceiling().expect("measured");
+        assert!((8.0..=11.0).contains(&ceiling), "{ceiling}");
     }
 
     #[test]

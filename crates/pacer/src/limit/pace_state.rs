@@ -426,14 +426,16 @@ impl PaceState {
                 Duration::try_from_secs_f64(START_DOUBLING_RTTS * latency).unwrap_or(Duration::MAX),
             );
         }
-        changed |= self.requests.on_success(now, 1);
+        // When it was sent: a dry spell counts only what was sent in it.
+        let sent = now.checked_sub(latency).unwrap_or(now);
+        changed |= self.requests.on_success(now, sent, 1);
         if let (Some(start), None) = (&self.start, self.requests.current()) {
             let rate = self.requests.aimd.rate();
             if (rate - start.rate()).abs() > start.rate() * 0.01 {
-                start.set_rate(now, rate, rate.max(START_RATE));
+                start.set_search_rate(now, rate, rate.max(START_RATE));
             }
         }
-        changed |= self.tokens.on_success(now, tokens.max(1));
+        changed |= self.tokens.on_success(now, sent, tokens.max(1));
         changed |= self.ramp_recovery(now);
         changed
     }
@@ -735,8 +737,8 @@ impl Slot {
     }
 
     /// A good answer worth `units`. Returns whether the pace changed.
-    fn on_success(&mut self, now: Instant, units: u64) -> bool {
-        self.aimd.on_success_units(now, units);
+    fn on_success(&mut self, now: Instant, sent: Instant, units: u64) -> bool {
+        self.aimd.on_success_sent(now, sent, units);
         let rate = self.aimd.rate();
         self.apply_learned(now, rate)
     }
@@ -783,7 +785,7 @@ impl Slot {
     fn apply_learned(&self, now: Instant, rate: f64) -> bool {
         match self.learned.as_ref() {
             Some((l, PaceSource::Learned)) if (l.rate() - rate).abs() > l.rate() * 0.01 => {
-                l.set_rate(now, rate, rate.max(1.0));
+                l.set_search_rate(now, rate, rate.max(1.0));
                 true
             }
             _ => false,

@@ -119,6 +119,21 @@ impl RateLimiter {
         s.tat = s.tat.max(empty);
     }
 
+    /// Changes the pace as [`set_rate`](Self::set_rate), but keeps at most
+    /// one new bucket of what was used: for a pace being searched for, where
+    /// a limiter emptied at a fast pace (a 429's pause, with a burst of a
+    /// second at 250 a second) must not become 250 units of debt at the
+    /// slower pace found next (23 s without a request at 11 a second).
+    pub fn set_search_rate(&self, now: Instant, rate_per_sec: f64, burst: f64) {
+        let mut s = self.lock();
+        let new = Gcra::new(rate_per_sec, burst);
+        let used = (s.gcra.burst() - s.gcra.available(s.tat, now)).min(new.burst());
+        s.tat = later(now, new.interval(used.max(0.0)));
+        s.gcra = new;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
     pub fn rate(&self) -> f64 {
         self.lock().gcra.rate()
     }
@@ -193,6 +208,22 @@ mod tests {
         l.empty_until(start + ms(100));
         l.acquire(1).await;
         assert_eq!(start.elapsed(), ms(2_600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_search_rate_keeps_at_most_a_bucket_of_debt() {
+        let l = RateLimiter::new(250.0, 250.0);
+        let start = Instant::now();
+        l.empty_until(start);
+        // Found: 10 a second. At most its bucket (10) is owed: a second.
+        l.set_search_rate(start, 10.0, 10.0);
+        l.acquire(1).await;
+        assert!(start.elapsed() <= ms(1_000), "{:?}", start.elapsed());
+        // set_rate keeps the units: 249 of them at 10 a second.
+        let k = RateLimiter::new(250.0, 250.0);
+        k.empty_until(start);
+        k.set_rate(start, 10.0, 10.0);
+        assert!(k.available(start) < -200.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -109,6 +109,9 @@ def main():
 
     url = start_mock(flags, a.name)
     cmd = [PACER, "run", inp, "-o", out, "--base-url", url + "/v1", "--json", "--progress", "none"]
+    # PACER_ARGS: extra flags for `pacer run` (e.g. `--log-format json` with
+    # PACER_LOG=pacer=debug, to see where the 429s come from in NAME.stderr).
+    cmd += os.environ.get("PACER_ARGS", "").split()
     env = dict(os.environ, OPENAI_API_KEY="sk-mock-key")
     env.pop("OPENAI_BASE_URL", None)
     t0 = time.monotonic()

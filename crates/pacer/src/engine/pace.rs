@@ -221,8 +221,30 @@ impl Pacer {
             let seen = self.lock().pace.seen_limits();
             reserved = shared.admit(seen, charged).await;
         }
-        // A 429 may have closed the gate while we waited on the limits.
-        self.gate.wait().await;
+        // A 429 may have closed the gate while we waited on the limits. While
+        // the limit is being found, this place was then given at a pace the
+        // 429 just proved too fast, and every request parked here would go
+        // at once when the gate opens: the next flight of 429s. Take a place
+        // again at the pace in force after the pause (the token reservation
+        // stands: it is the same request).
+        // Likewise a place given by a limiter the first 429 has since
+        // replaced (the slow start's, at the pace that 429 proved too fast).
+        let mut taken = limiters.requests;
+        loop {
+            let paused = self.gate.paused_until(Instant::now()).is_some();
+            if paused {
+                self.gate.wait().await;
+            }
+            let discovery = self.lock().pace.discovery_limiter();
+            match discovery {
+                Some(l) if paused || !taken.as_ref().is_some_and(|t| Arc::ptr_eq(t, &l)) => {
+                    l.acquire(1).await;
+                    taken = Some(l);
+                }
+                _ if paused => {}
+                _ => break,
+            }
+        }
         let mut ticket = self
             .lock()
             .pace
@@ -331,6 +353,7 @@ impl Pacer {
                 shared_pause = Some(after.unwrap_or(DEFAULT_429_PAUSE));
                 change.paused_until = Some(until);
                 change.pace_changed |= pace.on_rate_limited(now, *scope, after);
+                pace.after_pause(until);
             }
             Verdict::Retry(reason) if reason.is_outage_like() => {
                 change.circuit_open = pace.on_outage(now);
@@ -338,7 +361,9 @@ impl Pacer {
             Verdict::Retry(_) | Verdict::Stop(_) => {}
         }
         change.pace_changed |= was_down;
-        if change.pace_changed {
+        // The slow start's slots follow its pace, which grows without being
+        // a change of pace worth an event.
+        if change.pace_changed || inner.pace.target_concurrency() != inner.limit {
             inner.resize(&self.semaphore);
         }
         drop(inner);
@@ -657,6 +682,97 @@ mod tests {
         for w in waiters {
             assert!(w.await.unwrap() >= t0 + Duration::from_millis(1500));
         }
+    }
+
+    /// Spawns `n` admissions; returns when each was admitted.
+    async fn admit_all(pacer: &Arc<Pacer>, n: usize) -> Vec<Instant> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let p = pacer.clone();
+                tokio::spawn(async move {
+                    p.admit(1).await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        let mut at = Vec::new();
+        for t in tasks {
+            at.push(t.await.unwrap());
+        }
+        at.sort();
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_429_in_discovery_the_pause_ends_at_the_pace_not_in_a_burst() {
+        let pacer = Arc::new(Pacer::new(&Limits::default()));
+        let t0 = Instant::now();
+        // The slow start had 100 a second through...
+        for i in 0..100 {
+            pacer.on_success(
+                t0 + Duration::from_millis(i * 10),
+                Duration::from_millis(50),
+                10,
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // ...then the first 429, asking 100 ms: the pace learned is 10 a second.
+        let (until, _) = pacer.on_rate_limited(
+            Instant::now(),
+            LimitScope::Requests,
+            Some(Duration::from_millis(100)),
+        );
+        assert_eq!(pacer.view().rpm, Some(600.0));
+        let at = admit_all(&pacer, 30).await;
+        assert_eq!(at[0], until);
+        assert_eq!(
+            at.iter().filter(|t| **t == until).count(),
+            1,
+            "one at the pause's end, not a burst saved up during it"
+        );
+        let first_second = at
+            .iter()
+            .filter(|t| **t < until + Duration::from_secs(1))
+            .count();
+        assert!(
+            first_second <= 10,
+            "{first_second} in the first second at 10 a second"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_waiting_on_the_slow_start_go_at_the_pace_learned_after_it() {
+        // The slow start lets 10 go at once, then 10 a second; 40 wait.
+        let pacer = Arc::new(Pacer::new(&Limits::default()));
+        let t0 = Instant::now();
+        let waiting = {
+            let p = pacer.clone();
+            tokio::spawn(async move { admit_all(&p, 40).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The first 429 asks 500 ms: the pace learned is 2 a second at most
+        // (nothing got through yet: the floor, 1 a second).
+        let (until, _) = pacer.on_rate_limited(
+            Instant::now(),
+            LimitScope::Requests,
+            Some(Duration::from_millis(500)),
+        );
+        let rate = pacer.view().rpm.unwrap() / 60.0;
+        assert!(rate <= 2.0, "{rate}");
+        let at = waiting.await.unwrap();
+        let after: Vec<Instant> = at.iter().copied().filter(|t| *t > t0).collect();
+        // Nothing between the 429 and the pause's end; from then on, the
+        // learned pace: not the slow start's 10 a second, nor its parked
+        // requests all at once.
+        assert!(after.iter().all(|t| *t >= until), "{after:?}");
+        let in_2s = after
+            .iter()
+            .filter(|t| **t < until + Duration::from_secs(2))
+            .count();
+        assert!(
+            in_2s as f64 <= 2.0 * rate + 1.0,
+            "{in_2s} admitted in the 2 s after the pause at {rate} a second"
+        );
     }
 
     #[tokio::test(start_paused = true)]

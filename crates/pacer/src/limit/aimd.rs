@@ -48,7 +48,60 @@ pub struct Aimd {
     doubling: Duration,
     last_increase: Option<Instant>,
     goodput: Goodput,
+    /// The provider's bucket is dry: 429s keep coming (see [`Dry`]).
+    dry: Option<Dry>,
+    /// Slow start never goes past this (the pace at which a first 429 came).
+    slow_start_cap: Option<f64>,
 }
+
+/// A dry spell: from a 429 on, while 429s keep coming, the provider's bucket
+/// is empty and only what refills gets through, so the good answers since
+/// the spell began, over its length, are the provider's own rate. That is
+/// the one honest measure of a limit nobody states: the rate at which a 429
+/// came says only that it was too fast (a minute's bucket lets a slow start
+/// run at ninety times the rate until it is empty), and halving step by step
+/// from there costs a 429 or more at every step.
+#[derive(Debug, Clone, Copy)]
+struct Dry {
+    since: Instant,
+    /// The last 429 of the spell.
+    last: Instant,
+    /// Units that got through since `since`, and in how many answers.
+    good: u64,
+    answers: u32,
+}
+
+impl Dry {
+    fn new(now: Instant) -> Dry {
+        Dry {
+            since: now,
+            last: now,
+            good: 0,
+            answers: 0,
+        }
+    }
+
+    /// Units a second that got through, if the spell is long enough, with
+    /// enough answers, to say. Its pauses count: the provider refills during
+    /// them, and the first request after each takes what refilled. (Only a
+    /// provider whose bucket holds less than its own Retry-After refills
+    /// loses some, and is then measured low: slower, not more 429s.)
+    fn rate(&self, now: Instant, window: Duration) -> Option<f64> {
+        let elapsed = now.saturating_duration_since(self.since);
+        (self.answers >= DRY_ANSWERS
+            && elapsed.as_secs_f64() >= DRY_MIN_WINDOWS * window.as_secs_f64())
+        .then(|| self.good as f64 / elapsed.as_secs_f64())
+    }
+}
+
+/// Answers a dry spell needs before its rate is believed...
+const DRY_ANSWERS: u32 = 5;
+/// ...and how long it must have lasted, in windows (about round trips):
+/// answers of requests sent before the bucket ran dry come back in the first.
+const DRY_MIN_WINDOWS: f64 = 0.5;
+/// A spell ends when no 429 has come for this many windows (the pace fell
+/// below the provider's, and its bucket fills again).
+const DRY_GAP_WINDOWS: u32 = 1;
 
 /// The multiplicative decrease on a 429.
 pub const DECREASE: f64 = 0.7;
@@ -97,7 +150,33 @@ impl Aimd {
             doubling: MAX_STEP,
             last_increase: None,
             goodput: Goodput::default(),
+            dry: None,
+            slow_start_cap: None,
         }
+    }
+
+    /// Begins the search after the first 429 (`now`), which came at `pace`:
+    /// the rest of that flight's 429s (for a window) do not cut, but they do
+    /// measure the provider's rate while its bucket is dry (see [`Dry`]);
+    /// and the slow start that follows never goes past `pace` again.
+    pub fn after_first_429(mut self, now: Instant, pace: f64) -> Aimd {
+        self.hold_until = Some(super::later(now, self.window));
+        self.slow_start_cap = Some(pace.max(self.rate));
+        self.dry = Some(Dry::new(now));
+        self
+    }
+
+    /// A 429 at `now`: the dry spell goes on or begins. Returns the
+    /// provider's rate as measured over the spell, once it says (see
+    /// [`Dry::rate`]).
+    fn note_dry(&mut self, now: Instant) -> Option<f64> {
+        let gap = self.window * DRY_GAP_WINDOWS;
+        let d = match &mut self.dry {
+            Some(d) if now.saturating_duration_since(d.last) <= gap => d,
+            _ => self.dry.insert(Dry::new(now)),
+        };
+        d.last = now;
+        d.rate(now, self.window)
     }
 
     /// Sets how long the 429s after a cut count as the same flight (about
@@ -155,7 +234,21 @@ impl Aimd {
     /// A good answer worth `units` (tokens, for a token pace): as
     /// [`on_success`](Self::on_success), with goodput counted in units.
     pub fn on_success_units(&mut self, now: Instant, units: u64) {
+        self.on_success_sent(now, now, units);
+    }
+
+    /// A good answer worth `units` to a request sent at `sent`: as
+    /// [`on_success_units`](Self::on_success_units). A dry spell counts it
+    /// only if it was sent during the spell: an answer that comes back in it
+    /// to a request sent before (a slow one, or on a busy machine) may have
+    /// been let through by the bucket before it ran dry, and counting those
+    /// made the provider's rate look two or three times what it is.
+    pub fn on_success_sent(&mut self, now: Instant, sent: Instant, units: u64) {
         self.goodput.record(now, units);
+        if let Some(d) = self.dry.as_mut().filter(|d| sent >= d.since) {
+            d.good += units;
+            d.answers = d.answers.saturating_add(1);
+        }
         let Some(last) = self.last_increase.replace(now) else {
             return;
         };
@@ -168,7 +261,9 @@ impl Aimd {
             None => {
                 let periods =
                     elapsed.min(self.doubling).as_secs_f64() / self.doubling.as_secs_f64();
-                self.rate * 2f64.powf(periods)
+                let doubled = self.rate * 2f64.powf(periods);
+                // Never again past the pace at which the first 429 came.
+                self.slow_start_cap.map_or(doubled, |cap| doubled.min(cap))
             }
             Some(c) if self.rate < c * (1.0 - NEAR) => {
                 (self.rate + RECOVER * c * dt).min(c * (1.0 - NEAR))
@@ -196,6 +291,21 @@ impl Aimd {
 
     /// A 429: cut, unless this is the same flight as the last cut.
     pub fn on_rate_limited(&mut self, now: Instant) {
+        let measured = self.note_dry(now).map(|g| g.clamp(self.min, self.max));
+        if let (true, Some(g)) = (self.holding(now), measured) {
+            // The provider's rate, measured while its bucket is dry: the
+            // limit is there, and the pace goes just under it at once,
+            // however far above it the 429 came.
+            self.slow_start = false;
+            self.ceiling = Some(g);
+            self.rate = self.rate.min(g * (1.0 - NEAR)).max(self.min);
+            return;
+        }
+        if self.holding(now) && self.ceiling.is_none() {
+            // The first flight, not yet measured: a second's goodput still
+            // holds the burst the bucket let through before it ran dry.
+            return;
+        }
         if self.holding(now) {
             // Still far above what gets through: follow the goodput down, but
             // within one window no lower than a quarter of the ceiling, since
@@ -221,8 +331,18 @@ impl Aimd {
         } else {
             0.0
         };
-        self.ceiling = Some(self.rate.max(goodput));
+        self.ceiling = Some(measured.unwrap_or(self.rate.max(goodput)));
         self.rate = (self.rate * DECREASE).clamp(self.min, self.max);
+        if let Some(g) = measured {
+            // The dry spell says what gets through: go just under it, and
+            // never cut below DECREASE of it while it says so (late 429s
+            // of the same spell are no news about the limit).
+            self.rate = self
+                .rate
+                .min(g * (1.0 - NEAR))
+                .max(g * DECREASE)
+                .clamp(self.min, self.max);
+        }
         self.hold_until = Some(super::later(now, self.window));
         self.last_increase = Some(now);
     }
@@ -361,6 +481,80 @@ mod tests {
             "{}",
             a.rate()
         );
+    }
+
+    #[test]
+    fn after_a_first_429_the_dry_bucket_sets_the_pace_just_under_its_rate() {
+        // A minute's bucket let the slow start run at 900 a second until it
+        // was dry; the first 429's wait hinted 15 a second. The provider
+        // refills 10 a second: while it is dry, one request in three gets
+        // through at 15 a second.
+        let t0 = Instant::now();
+        let mut a = Aimd::new(15.0, 0.05, 1e5)
+            .with_window(Duration::from_secs(1))
+            .after_first_429(t0, 900.0);
+        let mut t = t0;
+        for _ in 0..6 {
+            t += ms(50);
+            a.on_rate_limited(t);
+            t += ms(50);
+            a.on_success(t);
+        }
+        // (0.5 s and 5 answers are needed.)
+        t += ms(50);
+        a.on_rate_limited(t);
+        let ceiling = a.ceiling().expect("measured");
+        assert!((9.0..=11.0).contains(&ceiling), "{ceiling}");
+        assert!(a.rate() <= 10.0, "{}", a.rate());
+        assert!(!a.in_slow_start());
+        // And it grows gently from there, not by doubling.
+        for _ in 0..20 {
+            t += ms(100);
+            a.on_success(t);
+        }
+        assert!(a.rate() <= ceiling, "{}", a.rate());
+    }
+
+    #[test]
+    fn a_dry_spell_counts_only_what_was_sent_in_it() {
+        // The bucket ran dry at t0 with 30 requests in flight, 20 of which
+        // it had let through: their answers come back after the first 429
+        // and say nothing of the rate (10 a second).
+        let t0 = Instant::now();
+        let mut a = Aimd::new(15.0, 0.05, 1e5)
+            .with_window(Duration::from_secs(1))
+            .after_first_429(t0, 900.0);
+        for i in 0..20 {
+            a.on_success_sent(t0 + ms(i), t0 - ms(50), 1);
+        }
+        let mut t = t0;
+        for _ in 0..7 {
+            t += ms(50);
+            a.on_rate_limited(t);
+            t += ms(50);
+            a.on_success_sent(t, t - ms(5), 1);
+        }
+        t += ms(50);
+        a.on_rate_limited(t);
+        let ceiling = a.ceiling().expect("measured");
+        assert!((8.0..=11.0).contains(&ceiling), "{ceiling}");
+    }
+
+    #[test]
+    fn the_slow_start_after_a_first_429_never_passes_its_pace() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new(10.0, 0.05, 1e5)
+            .with_window(Duration::from_secs(1))
+            .after_first_429(t0, 40.0);
+        // No more 429s (the first flight was all there was), answers at
+        // twice the pace for a minute: the start climbs back to 40, no further.
+        let mut t = t0;
+        for _ in 0..600 {
+            t += ms(100);
+            let n = (2.0 * a.rate() / 10.0).ceil() as usize;
+            good(&mut a, t, n);
+        }
+        assert!((39.0..=40.0).contains(&a.rate()), "{}", a.rate());
     }
 
     #[test]

@@ -28,6 +28,15 @@ const OVERDUE_FACTOR: f64 = 4.0;
 /// 429s; this way the first 429 comes from a flight about the size of the
 /// window, and the limits learned from it start from an honest goodput.
 pub const START_RATE: f64 = 10.0;
+/// With answers in milliseconds, the slow start doubles every this many
+/// round trips (within 10 ms and a second). Against a bucket nobody states,
+/// the requests in flight when it runs dry all meet a 429, and there are
+/// about the bucket × ln 2 × (round trip / doubling time) of them: the
+/// bucket is spent over the last doublings, at a pace that grows as fast.
+/// Every 4 round trips, a minute's bucket of 600 ran dry with 35-50 in
+/// flight; every 32, about 10 (and a local server still reaches 1,000 a
+/// second in about 7 doublings: a quarter of a second at 1 ms).
+const START_DOUBLING_RTTS: f64 = 32.0;
 /// After an outage the pace restarts at this share of what it was...
 const RECOVERY_START: f64 = 0.5;
 /// ...and climbs back to all of it over this long.
@@ -409,22 +418,24 @@ impl PaceState {
         let mut changed = self.on_provider_up(now);
         if self.start.is_some() && self.requests.current().is_none() {
             // A provider that answers in milliseconds is no LLM at its
-            // limit: its start doubles every four round trips, not every
-            // second (a local server would otherwise wait seconds for its
-            // pace).
+            // limit: its start doubles every [`START_DOUBLING_RTTS`] round
+            // trips, not every second (a local server would otherwise wait
+            // seconds for its pace).
             let latency = self.latency.unwrap_or(1.0);
-            self.requests
-                .aimd
-                .set_doubling(Duration::try_from_secs_f64(4.0 * latency).unwrap_or(Duration::MAX));
+            self.requests.aimd.set_doubling(
+                Duration::try_from_secs_f64(START_DOUBLING_RTTS * latency).unwrap_or(Duration::MAX),
+            );
         }
-        changed |= self.requests.on_success(now, 1);
+        // When it was sent: a dry spell counts only what was sent in it.
+        let sent = now.checked_sub(latency).unwrap_or(now);
+        changed |= self.requests.on_success(now, sent, 1);
         if let (Some(start), None) = (&self.start, self.requests.current()) {
             let rate = self.requests.aimd.rate();
             if (rate - start.rate()).abs() > start.rate() * 0.01 {
-                start.set_rate(now, rate, rate.max(START_RATE));
+                start.set_search_rate(now, rate, rate.max(START_RATE));
             }
         }
-        changed |= self.tokens.on_success(now, tokens.max(1));
+        changed |= self.tokens.on_success(now, sent, tokens.max(1));
         changed |= self.ramp_recovery(now);
         changed
     }
@@ -459,6 +470,36 @@ impl PaceState {
                     .map(|a| 1.0 / a.as_secs_f64());
                 self.requests.on_rate_limited(now, window, hint_rate)
             }
+        }
+    }
+
+    /// A 429 closed the pause gate until `until`. While the request limit is
+    /// being found (the slow start, or a limit learned from 429s), the
+    /// request pace goes on from `until` at its rate, with no burst saved up
+    /// during the pause: a pause is the provider's bucket refilling, not
+    /// ours, and a burst into it is the next flight of 429s. Limits the
+    /// provider's headers tell keep their own count of what remains.
+    pub fn after_pause(&self, until: Instant) {
+        if let Some(l) = self.discovery_limiter() {
+            l.empty_until(until);
+            // Requests still waiting on the slow start's limiter once a
+            // limit is learned go through the learned one after it too.
+            if let Some(start) = &self.start {
+                start.empty_until(until);
+            }
+        }
+    }
+
+    /// The request limiter while the request limit is being found from
+    /// 429s (the slow start, then AIMD), else `None`.
+    pub fn discovery_limiter(&self) -> Option<Arc<RateLimiter>> {
+        if self.requests.configured.is_some() {
+            return None;
+        }
+        match &self.requests.learned {
+            Some((l, PaceSource::Learned)) => Some(l.clone()),
+            Some(_) => None,
+            None => self.start.clone(),
         }
     }
 
@@ -558,7 +599,16 @@ impl PaceState {
                 little_concurrency(rate, latency, Some(cap)).max(CONCURRENCY_FLOOR.min(cap))
             }
             (None, Some(cap)) => cap,
-            (None, None) => DEFAULT_CONCURRENCY,
+            // The slow start: as many as its pace needs, no more. Against a
+            // bucket nobody states, everything in flight when it runs dry
+            // meets a 429, and on a busy machine (or a provider slowing
+            // under load) the latency grows faster than the smoothed one
+            // says: fifty slots were then fifty 429s.
+            (None, None) => match self.start_rate() {
+                Some(rate) => little_concurrency(rate, latency, Some(DEFAULT_CONCURRENCY))
+                    .max(CONCURRENCY_FLOOR),
+                None => DEFAULT_CONCURRENCY,
+            },
         }
     }
 
@@ -592,9 +642,6 @@ struct Slot {
     aimd: Aimd,
     /// Smallest and largest rate AIMD may choose, in units a second.
     bounds: (f64, f64),
-    /// 429s before this instant belong to the flight that taught us the
-    /// limit exists; they must not cut again.
-    first_flight_until: Option<Instant>,
     /// The provider's bucket size in units, as its headers show it.
     capacity: Option<f64>,
 }
@@ -607,7 +654,6 @@ impl Slot {
             learned: None,
             aimd: Aimd::new(bounds.1, bounds.0, bounds.1),
             bounds,
-            first_flight_until: None,
             capacity: None,
         }
     }
@@ -691,8 +737,8 @@ impl Slot {
     }
 
     /// A good answer worth `units`. Returns whether the pace changed.
-    fn on_success(&mut self, now: Instant, units: u64) -> bool {
-        self.aimd.on_success_units(now, units);
+    fn on_success(&mut self, now: Instant, sent: Instant, units: u64) -> bool {
+        self.aimd.on_success_sent(now, sent, units);
         let rate = self.aimd.rate();
         self.apply_learned(now, rate)
     }
@@ -702,30 +748,33 @@ impl Slot {
     /// in slow start from half of what got through in the last second (a
     /// first flight's goodput is a poor measure: answers arrive together, and
     /// anchoring the limit to it would make the climb to the real limit
-    /// linear and slow); the rest of that flight's 429s are ignored. Returns
-    /// whether the pace changed.
+    /// linear and slow), never again past the pace of that first 429; the
+    /// rest of that flight's 429s do not cut, but measure the provider's rate
+    /// while its bucket is dry, and once they have, the pace goes just under
+    /// it (see [`Aimd::after_first_429`]). Returns whether the pace changed.
     fn on_rate_limited(&mut self, now: Instant, window: Duration, hint_rate: Option<f64>) -> bool {
         if self.configured.is_some() {
             return false; // a ceiling; the pause gate and the headers do the rest
         }
-        if self.first_flight_until.is_some_and(|until| now < until) {
-            return false;
-        }
         let (min, max) = self.bounds;
         match self.learned.as_ref().map(|(_, s)| *s) {
             Some(PaceSource::Headers) => return false,
+            // The rest of the first flight does not cut (the AIMD holds), but
+            // measures what gets through while the bucket is dry.
             Some(_) => self.aimd.on_rate_limited(now),
             None => {
                 // What got through just before the first 429 is mostly the
                 // provider's burst, not its rate: a Retry-After of one
                 // request's wait (1/rate) is the better measure when given.
+                let pace = self.aimd.rate();
                 let goodput = self.aimd.goodput(now) * 0.5;
                 let initial = hint_rate.map_or(goodput, |h| h.min(goodput));
-                self.aimd = Aimd::new(initial.max(1.0), min, max).with_window(window);
+                self.aimd = Aimd::new(initial.max(1.0), min, max)
+                    .with_window(window)
+                    .after_first_429(now, pace);
                 let rate = self.aimd.rate();
                 let limiter = Arc::new(RateLimiter::new(rate, rate.max(1.0)));
                 self.learned = Some((limiter, PaceSource::Learned));
-                self.first_flight_until = now.checked_add(window);
                 return true;
             }
         }
@@ -736,7 +785,7 @@ impl Slot {
     fn apply_learned(&self, now: Instant, rate: f64) -> bool {
         match self.learned.as_ref() {
             Some((l, PaceSource::Learned)) if (l.rate() - rate).abs() > l.rate() * 0.01 => {
-                l.set_rate(now, rate, rate.max(1.0));
+                l.set_search_rate(now, rate, rate.max(1.0));
                 true
             }
             _ => false,

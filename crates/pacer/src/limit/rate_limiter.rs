@@ -108,6 +108,32 @@ impl RateLimiter {
         self.changed.notify_waiters();
     }
 
+    /// Empties the bucket as of `at` (the end of a 429's pause): one unit is
+    /// free then, the next a unit's interval later. A pause is no idle time:
+    /// the provider refused because its bucket was dry, so what refilled in
+    /// ours meanwhile is not room there, and spending it in one burst when
+    /// the gate opens is a flight of 429s.
+    pub fn empty_until(&self, at: Instant) {
+        let mut s = self.lock();
+        let empty = later(at, s.gcra.interval((s.gcra.burst() - 1.0).max(0.0)));
+        s.tat = s.tat.max(empty);
+    }
+
+    /// Changes the pace as [`set_rate`](Self::set_rate), but keeps at most
+    /// one new bucket of what was used: for a pace being searched for, where
+    /// a limiter emptied at a fast pace (a 429's pause, with a burst of a
+    /// second at 250 a second) must not become 250 units of debt at the
+    /// slower pace found next (23 s without a request at 11 a second).
+    pub fn set_search_rate(&self, now: Instant, rate_per_sec: f64, burst: f64) {
+        let mut s = self.lock();
+        let new = Gcra::new(rate_per_sec, burst);
+        let used = (s.gcra.burst() - s.gcra.available(s.tat, now)).min(new.burst());
+        s.tat = later(now, new.interval(used.max(0.0)));
+        s.gcra = new;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
     pub fn rate(&self) -> f64 {
         self.lock().gcra.rate()
     }
@@ -164,6 +190,40 @@ mod tests {
             l.acquire(1).await;
         }
         assert_eq!(start.elapsed(), ms(9_900));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_pause_it_admits_at_the_rate_not_in_a_burst() {
+        let l = RateLimiter::new(10.0, 10.0);
+        let start = Instant::now();
+        // A pause of 2 s: the bucket would be full again by its end.
+        l.empty_until(start + ms(2_000));
+        l.acquire(1).await;
+        assert_eq!(start.elapsed(), ms(2_000), "one unit at the pause's end");
+        for _ in 0..5 {
+            l.acquire(1).await;
+        }
+        assert_eq!(start.elapsed(), ms(2_500), "then one every 100 ms");
+        // It never gives debt back: a later pause that ends sooner is no-op.
+        l.empty_until(start + ms(100));
+        l.acquire(1).await;
+        assert_eq!(start.elapsed(), ms(2_600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_search_rate_keeps_at_most_a_bucket_of_debt() {
+        let l = RateLimiter::new(250.0, 250.0);
+        let start = Instant::now();
+        l.empty_until(start);
+        // Found: 10 a second. At most its bucket (10) is owed: a second.
+        l.set_search_rate(start, 10.0, 10.0);
+        l.acquire(1).await;
+        assert!(start.elapsed() <= ms(1_000), "{:?}", start.elapsed());
+        // set_rate keeps the units: 249 of them at 10 a second.
+        let k = RateLimiter::new(250.0, 250.0);
+        k.empty_until(start);
+        k.set_rate(start, 10.0, 10.0);
+        assert!(k.available(start) < -200.0);
     }
 
     #[tokio::test(start_paused = true)]

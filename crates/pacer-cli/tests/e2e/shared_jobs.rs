@@ -427,3 +427,34 @@ async fn a_request_in_redis_that_pacer_did_not_write_stops_the_worker_unsent() {
     );
     assert_eq!(env.chats(), sent_before, "nothing was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_renewed_while_its_request_runs_so_nobody_takes_it_over() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 12;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // Each answer takes 5 s, more than twice the 2-s lease: without
+    // renewal, the other process would take every request over and send it
+    // again.
+    let env = paced_env(6000, 5000).await;
+    let input = write_batch(env.dir.path(), "in.jsonl", N);
+    let run = start_run(&env, &url, "r", &["--lease", "2s"]);
+    wait_for(&redis, "r", "state", |s| s == "ready").await;
+    let helper = worker(&env, &url, "r", &["--lease", "2s"])
+        .spawn()
+        .expect("spawn a worker");
+    let outs = [
+        finish(run, "the run").await,
+        finish(helper, "the worker").await,
+    ];
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    }
+    assert_each_id_once(&input, &env.path("in.results.jsonl"));
+    let stats = env.stats();
+    assert_eq!(
+        stats.duplicate_requests, 0,
+        "a request was taken over: {stats:?}"
+    );
+}

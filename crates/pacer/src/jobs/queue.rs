@@ -46,14 +46,6 @@ impl Held {
         }
         self.lock().retain(|_, e| !lost.contains(e));
     }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A shared job as the dispatcher's [`WorkSource`]: takes requests from the

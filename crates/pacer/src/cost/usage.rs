@@ -29,7 +29,12 @@ impl Usage {
     /// capped at [`MAX_COUNT`](crate::provider::MAX_COUNT) (a server's number, not to be trusted), so the
     /// sums here and downstream cannot overflow.
     pub fn from_response(body: &Value) -> Option<Usage> {
-        let usage = body.get("usage")?;
+        Usage::from_usage(body.get("usage")?)
+    }
+
+    /// The same from the `usage` object alone (an answer read without
+    /// building the tree of its whole body).
+    pub fn from_usage(usage: &Value) -> Option<Usage> {
         let n = |v: &Value, key: &str| v.get(key).and_then(bounded::json_count);
         if let Some(prompt) = n(usage, "prompt_tokens") {
             let cached = usage

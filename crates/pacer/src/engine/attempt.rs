@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::item::Item;
-use super::output::{error_line, parse_body, response_line};
+use super::output::{error_line, read_answer, response_line, AnswerBody};
 use super::pace::{InFlight, Pacer};
 use crate::cost::{Budget, CostMeter, PriceTable, Usage};
 use crate::report::{Event, Summary, Tally};
@@ -18,7 +18,6 @@ use crate::retry::{
 };
 use crate::store::{AttemptOutcome, AttemptRecord, Command, RequestState};
 use crate::transport::{display_url, Answer, Transport, TransportError};
-use serde_json::Value;
 
 /// Events go to the run's own tally and to the caller's channel, if any.
 #[derive(Debug)]
@@ -221,13 +220,13 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
     // A success is charged what its usage says; read the body once here.
     let success = match (&outcome.verdict, &result) {
         (Verdict::Success, Ok(answer)) => {
-            let body = parse_body(&answer.body);
-            let usage = Usage::from_response(&body);
+            let body = read_answer(&answer.body);
+            let usage = body.usage;
             // Providers charge prompt + max_tokens at admission and keep it;
             // the real prompt count replaces the estimate.
             outcome.charged_tokens =
                 usage.map(|u| u.prompt_tokens.saturating_add(item.estimate.max_output));
-            Some((answer, body, usage))
+            Some((answer, body))
         }
         _ => None,
     };
@@ -244,8 +243,8 @@ pub(crate) async fn attempt(ctx: Arc<Ctx>, mut item: Item, mut slot: InFlight) {
     }
     match outcome.verdict {
         Verdict::Success => {
-            let (answer, body, usage) = success.expect("a success has its answer");
-            succeed(&ctx, item, answer, body, usage, record)
+            let (answer, body) = success.expect("a success has its answer");
+            succeed(&ctx, item, answer, body, record)
         }
         Verdict::Fail => finish_failed(&ctx, item, failure, record),
         Verdict::Retry(reason) => retry_or_give_up(
@@ -318,15 +317,11 @@ fn succeed(
     ctx: &Ctx,
     mut item: Item,
     answer: &Answer,
-    body: Value,
-    usage: Option<Usage>,
+    body: AnswerBody<'_>,
     mut record: AttemptRecord,
 ) {
-    let model = item.model.clone().or_else(|| {
-        body.get("model")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned)
-    });
+    let usage = body.usage;
+    let model = item.model.clone().or(body.model);
     let cost = match (&usage, &model) {
         (Some(u), Some(m)) => ctx.meter.lock().expect("meter lock").record(m, u),
         _ => None,
@@ -344,7 +339,12 @@ fn succeed(
     record.tokens = usage.map(|u| u.prompt_tokens.saturating_add(u.completion_tokens));
     record.cost_usd = cost;
     ctx.write(Command::Attempt(record));
-    let line = response_line(&item.custom_id, answer.status, request_id(answer), body);
+    let line = response_line(
+        &item.custom_id,
+        answer.status,
+        request_id(answer),
+        &body.json,
+    );
     ctx.write(Command::Finish {
         idx: item.idx,
         state: RequestState::Done,
@@ -365,7 +365,7 @@ fn finish_failed(ctx: &Ctx, mut item: Item, failure: Failure<'_>, mut record: At
                 &item.custom_id,
                 a.status,
                 request_id(a),
-                parse_body(&a.body),
+                &read_answer(&a.body).json,
             ),
             failure.describe(),
         ),

@@ -38,7 +38,7 @@ pub use batch::{cancel, BatchOptions, CancelReport, Via};
 pub use config::{Limits, RunConfig};
 pub use dispatch::{run, RunReport};
 pub use error::EngineError;
-pub use output::{error_line, parse_body, response_line};
+pub use output::{error_line, parse_body, read_answer, response_line, AnswerBody, OutputBody};
 pub use pace::{InFlight, PaceChange, Pacer};
 pub use prepare::{status, StatusReport};
 pub use shared_job::{job_export, job_status, work, JobConfig, WorkReport};

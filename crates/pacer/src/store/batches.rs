@@ -416,10 +416,10 @@ impl JobStore {
         let mut stmt = self
             .conn()
             .prepare_cached(
-                "SELECT idx, length(CAST(body AS BLOB)), est_prompt, est_output
-                 FROM requests INDEXED BY requests_pending
-                 WHERE state = 0 AND url = ?1 AND model IS ?2
-                 ORDER BY priority DESC, idx LIMIT ?3",
+                "SELECT r.idx, length(CAST(b.body AS BLOB)), r.est_prompt, r.est_output
+                 FROM requests AS r INDEXED BY requests_pending CROSS JOIN bodies AS b ON b.idx = r.idx
+                 WHERE r.state = 0 AND r.url = ?1 AND r.model IS ?2
+                 ORDER BY r.priority DESC, r.idx LIMIT ?3",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -444,7 +444,10 @@ impl JobStore {
     ) -> Result<u64, StoreError> {
         let mut stmt = self
             .conn()
-            .prepare("SELECT idx, body FROM requests WHERE batch = ?1 ORDER BY idx")
+            .prepare(
+                "SELECT r.idx, b.body FROM requests AS r CROSS JOIN bodies AS b ON b.idx = r.idx
+                 WHERE r.batch = ?1 ORDER BY r.idx",
+            )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([id]).map_err(|e| self.err(e))?;
         let mut n = 0;

@@ -10,11 +10,12 @@ use super::StoreError;
 use crate::input::RequestSpec;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_cached_tokens.sql"),
     include_str!("migrations/0003_batches.sql"),
     include_str!("migrations/0004_history.sql"),
+    include_str!("migrations/0005_bodies.sql"),
 ];
 
 /// The most tokens recorded for one request (10^12): far above any real
@@ -352,26 +353,32 @@ impl JobStore {
         {
             let mut insert = tx
                 .prepare(
-                    "INSERT INTO requests (idx, custom_id, priority, url, body, model, est_prompt, est_output)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO requests (idx, custom_id, priority, url, model, est_prompt, est_output)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
+                .map_err(|e| sql(&path, e))?;
+            let mut insert_body = tx
+                .prepare("INSERT INTO bodies (idx, body) VALUES (?1, ?2)")
                 .map_err(|e| sql(&path, e))?;
             for spec in requests {
                 let spec = match spec {
                     Ok(spec) => spec,
                     Err(e) => return Ok(Err(e)), // dropping `tx` rolls back
                 };
+                let idx = first + n as i64;
                 insert
                     .execute(params![
-                        first + n as i64,
+                        idx,
                         spec.custom_id,
                         spec.priority,
                         spec.url,
-                        spec.body,
                         spec.model,
                         count_to_sql(spec.estimate.prompt),
                         count_to_sql(spec.estimate.max_output),
                     ])
+                    .map_err(|e| sql(&path, e))?;
+                insert_body
+                    .execute(params![idx, spec.body])
                     .map_err(|e| sql(&path, e))?;
                 n += 1;
             }
@@ -617,8 +624,6 @@ impl JobStore {
         after: Option<PendingCursor>,
         limit: usize,
     ) -> Result<Vec<PendingRow>, StoreError> {
-        const COLS: &str =
-            "idx, custom_id, priority, attempts, url, body, model, est_prompt, est_output";
         let map = |r: &rusqlite::Row<'_>| {
             Ok(PendingRow {
                 idx: r.get(0)?,
@@ -636,9 +641,7 @@ impl JobStore {
             None => {
                 let mut stmt = self
                     .conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLS} FROM requests INDEXED BY requests_pending WHERE state = 0 ORDER BY priority DESC, idx LIMIT ?1"
-                    ))
+                    .prepare_cached(PENDING_FIRST)
                     .map_err(|e| self.err(e))?;
                 let rows = stmt
                     .query_map([limit as i64], map)
@@ -648,10 +651,7 @@ impl JobStore {
             Some(c) => {
                 let mut stmt = self
                     .conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLS} FROM requests INDEXED BY requests_pending WHERE state = 0 AND (priority < ?1 OR (priority = ?1 AND idx > ?2))
-                         ORDER BY priority DESC, idx LIMIT ?3"
-                    ))
+                    .prepare_cached(PENDING_AFTER)
                     .map_err(|e| self.err(e))?;
                 let rows = stmt
                     .query_map(params![c.priority, c.idx, limit as i64], map)
@@ -666,6 +666,20 @@ impl JobStore {
         &mut self.conn
     }
 }
+
+/// The first page of pending requests, in scheduler order. `CROSS JOIN`
+/// keeps the pending index as the outer loop (each body is then looked up
+/// by idx): the planner may not reorder it.
+pub(super) const PENDING_FIRST: &str =
+    "SELECT r.idx, r.custom_id, r.priority, r.attempts, r.url, b.body, r.model, r.est_prompt, r.est_output
+     FROM requests AS r INDEXED BY requests_pending CROSS JOIN bodies AS b ON b.idx = r.idx
+     WHERE r.state = 0 ORDER BY r.priority DESC, r.idx LIMIT ?1";
+/// The next page after (priority ?1, idx ?2).
+pub(super) const PENDING_AFTER: &str =
+    "SELECT r.idx, r.custom_id, r.priority, r.attempts, r.url, b.body, r.model, r.est_prompt, r.est_output
+     FROM requests AS r INDEXED BY requests_pending CROSS JOIN bodies AS b ON b.idx = r.idx
+     WHERE r.state = 0 AND (r.priority < ?1 OR (r.priority = ?1 AND r.idx > ?2))
+     ORDER BY r.priority DESC, r.idx LIMIT ?3";
 
 /// Records the output's durable length and the hash of those bytes (in the
 /// caller's transaction, so the two always agree).

@@ -223,7 +223,7 @@ impl Sink<'_> {
         self.write(Command::Finish {
             idx: m.idx,
             state: RequestState::Done,
-            line: response_line(&m.custom_id, a.status, &a.request_id, a.body),
+            line: response_line(&m.custom_id, a.status, &a.request_id, &a.body),
             error: None,
             prompt_tokens: usage.map(|u| u.prompt_tokens),
             cached_tokens: usage.map(|u| u.cached_tokens),
@@ -240,7 +240,7 @@ impl Sink<'_> {
             idx: m.idx,
             state: RequestState::Failed,
             error: Some(format!("HTTP {}: {text}", a.status)),
-            line: response_line(&m.custom_id, a.status, &a.request_id, a.body),
+            line: response_line(&m.custom_id, a.status, &a.request_id, &a.body),
             prompt_tokens: None,
             cached_tokens: None,
             completion_tokens: None,

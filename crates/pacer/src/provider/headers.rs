@@ -57,35 +57,72 @@ impl RateLimitSnapshot {
 /// must not cost the rest of the snapshot. Counts are capped at
 /// [`MAX_COUNT`](super::MAX_COUNT), resets at [`MAX_SERVER_WAIT`].
 pub fn parse_rate_limit_headers(headers: &HeaderMap, now_wall: SystemTime) -> RateLimitSnapshot {
-    let openai = |field: &str, kind: &str| format!("x-ratelimit-{field}-{kind}");
-    let anthropic = |field: &str, kind: &str| format!("anthropic-ratelimit-{kind}-{field}");
-    let window = |kind_openai: Option<&str>, kind_anthropic: &str| {
-        let names = |field: &str| {
-            let mut v = Vec::with_capacity(2);
-            if let Some(k) = kind_openai {
-                v.push(openai(field, k));
-            }
-            v.push(anthropic(field, kind_anthropic));
-            v
-        };
-        RateWindow {
-            limit: first(headers, &names("limit"), parse_count),
-            remaining: first(headers, &names("remaining"), parse_count),
-            reset: first(headers, &names("reset"), |v| parse_reset(v, now_wall)),
-        }
+    // The names are spelled out, not formatted per answer: this runs on
+    // every answer of a run.
+    let window = |names: &WindowNames| RateWindow {
+        limit: first(headers, names.limit, parse_count),
+        remaining: first(headers, names.remaining, parse_count),
+        reset: first(headers, names.reset, |v| parse_reset(v, now_wall)),
     };
     RateLimitSnapshot {
-        requests: window(Some("requests"), "requests"),
-        tokens: window(Some("tokens"), "tokens"),
-        input_tokens: window(None, "input-tokens"),
-        output_tokens: window(None, "output-tokens"),
+        requests: window(&REQUESTS),
+        tokens: window(&TOKENS),
+        input_tokens: window(&INPUT_TOKENS),
+        output_tokens: window(&OUTPUT_TOKENS),
     }
 }
 
+/// The headers of one window, OpenAI's (`x-ratelimit-{field}-{kind}`) before
+/// Anthropic's (`anthropic-ratelimit-{kind}-{field}`).
+struct WindowNames {
+    limit: &'static [&'static str],
+    remaining: &'static [&'static str],
+    reset: &'static [&'static str],
+}
+
+const REQUESTS: WindowNames = WindowNames {
+    limit: &[
+        "x-ratelimit-limit-requests",
+        "anthropic-ratelimit-requests-limit",
+    ],
+    remaining: &[
+        "x-ratelimit-remaining-requests",
+        "anthropic-ratelimit-requests-remaining",
+    ],
+    reset: &[
+        "x-ratelimit-reset-requests",
+        "anthropic-ratelimit-requests-reset",
+    ],
+};
+const TOKENS: WindowNames = WindowNames {
+    limit: &[
+        "x-ratelimit-limit-tokens",
+        "anthropic-ratelimit-tokens-limit",
+    ],
+    remaining: &[
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-tokens-remaining",
+    ],
+    reset: &[
+        "x-ratelimit-reset-tokens",
+        "anthropic-ratelimit-tokens-reset",
+    ],
+};
+const INPUT_TOKENS: WindowNames = WindowNames {
+    limit: &["anthropic-ratelimit-input-tokens-limit"],
+    remaining: &["anthropic-ratelimit-input-tokens-remaining"],
+    reset: &["anthropic-ratelimit-input-tokens-reset"],
+};
+const OUTPUT_TOKENS: WindowNames = WindowNames {
+    limit: &["anthropic-ratelimit-output-tokens-limit"],
+    remaining: &["anthropic-ratelimit-output-tokens-remaining"],
+    reset: &["anthropic-ratelimit-output-tokens-reset"],
+};
+
 /// The first of `names` present with a value `parse` accepts.
-fn first<T>(headers: &HeaderMap, names: &[String], parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+fn first<T>(headers: &HeaderMap, names: &[&str], parse: impl Fn(&str) -> Option<T>) -> Option<T> {
     names.iter().find_map(|name| {
-        let raw = headers.get(name.as_str())?;
+        let raw = headers.get(*name)?;
         let parsed = raw.to_str().ok().and_then(|v| parse(v.trim()));
         if parsed.is_none() {
             bounded::warn_ignored(

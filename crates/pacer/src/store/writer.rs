@@ -413,6 +413,64 @@ mod tests {
         );
     }
 
+    /// An import of `n` requests with bodies of about 1 KB.
+    fn import_big(store: &mut JobStore, n: u64) {
+        let pad = "x".repeat(1000);
+        store
+            .import(
+                "fp",
+                0,
+                (0..n).map(|i| {
+                    spec(i, 0).map(|mut s| {
+                        s.body = format!("{{\"n\":{i},\"pad\":\"{pad}\"}}");
+                        s
+                    })
+                }),
+            )
+            .unwrap()
+            .unwrap();
+    }
+
+    fn journal(store: &mut JobStore) -> (String, i64) {
+        let conn = store.conn_mut();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        (mode, sync)
+    }
+
+    #[test]
+    fn a_first_import_writes_its_pages_once_and_leaves_wal_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = JobStore::open(&db).unwrap();
+        import_big(&mut store, 3000);
+        // Back in WAL with NORMAL syncs, and the 3 MB of bodies went to the
+        // database file, not through the WAL.
+        assert_eq!(journal(&mut store), ("wal".to_owned(), 1));
+        let wal = std::fs::metadata(dir.path().join("s.db-wal")).map_or(0, |m| m.len());
+        assert!(wal < 512 * 1024, "the WAL holds {wal} bytes");
+        assert!(std::fs::metadata(&db).unwrap().len() > 3_000_000);
+        assert_eq!(store.fetch_pending(None, 5000).unwrap().len(), 3000);
+
+        // With another connection open the switch cannot happen: the import
+        // goes through the WAL, and WAL stays on.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let mut store = JobStore::open(&db).unwrap();
+        let other = JobStore::open(&db).unwrap();
+        import_big(&mut store, 3000);
+        assert_eq!(journal(&mut store), ("wal".to_owned(), 1));
+        let wal = std::fs::metadata(dir.path().join("s.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal > 3_000_000, "the WAL holds {wal} bytes");
+        assert_eq!(other.fetch_pending(None, 5000).unwrap().len(), 3000);
+    }
+
     #[test]
     fn a_state_from_before_the_bodies_table_keeps_every_body() {
         let dir = tempfile::tempdir().unwrap();

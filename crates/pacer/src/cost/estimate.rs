@@ -326,6 +326,7 @@ mod tests {
             method: "POST".to_string(),
             url: url.to_string(),
             body: "{}".to_string(),
+            body_at: None,
             priority: 0,
             estimate: TokenEstimate { prompt, max_output },
             model: model.map(str::to_string),

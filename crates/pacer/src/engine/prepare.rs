@@ -111,6 +111,11 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
             return Err(e.into());
         }
     }
+    // Bodies of Batch lines are read from the input when sent (the state
+    // keeps where they are): from this run's path to it, now that its
+    // fingerprint says it is the job's input.
+    let input_path = std::fs::canonicalize(&cfg.input).unwrap_or_else(|_| cfg.input.clone());
+    store.set_meta("input_path", &input_path.to_string_lossy())?;
     let recovery = store.recover(&cfg.output)?;
     if cfg.fresh_provider {
         store.abandon_open_batches(

@@ -10,10 +10,14 @@ use crate::tokens::estimate_request;
 /// Parses and validates one Batch line:
 /// `{"custom_id", "method": "POST", "url": "/v1/...", "body": {...}}`, plus
 /// pacer's optional integer `priority`.
+///
+/// `line_at` is where `text` starts in the input file: the body, sent as
+/// written, is then also known by where it is in the file.
 pub(crate) fn parse_batch_line(
     text: &str,
     file: &str,
     line: u64,
+    line_at: Option<u64>,
 ) -> Result<RequestSpec, InputError> {
     let place = || Place::line(file, line);
     let mut obj = parse_object(text, place)?;
@@ -59,10 +63,15 @@ pub(crate) fn parse_batch_line(
 
     let estimate = estimate_request(Endpoint::from_path(&url), &body);
     let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+    let (body_at, body) = match raw_body(text) {
+        Some((at, raw)) => (line_at.map(|line_at| line_at + at as u64), raw),
+        None => (None, body.to_string()),
+    };
     Ok(RequestSpec {
         custom_id,
         method: "POST".to_owned(),
-        body: raw_body(text).unwrap_or_else(|| body.to_string()),
+        body,
+        body_at,
         url,
         priority,
         estimate,
@@ -76,15 +85,21 @@ pub(crate) fn parse_batch_line(
 /// provider's cache or a signature may depend on the bytes. `None` only in
 /// the odd case serde refuses (a duplicated `body` key), where the parsed
 /// value stands in.
-fn raw_body(text: &str) -> Option<String> {
+/// With the body: where it starts in `text`.
+fn raw_body(text: &str) -> Option<(usize, String)> {
     #[derive(serde::Deserialize)]
     struct Line<'a> {
         #[serde(borrow)]
         body: &'a serde_json::value::RawValue,
     }
-    serde_json::from_str::<Line<'_>>(text)
-        .ok()
-        .map(|l| l.body.get().to_owned())
+    serde_json::from_str::<Line<'_>>(text).ok().map(|l| {
+        let raw = l.body.get();
+        // A borrowed RawValue is a slice of `text`.
+        (
+            raw.as_ptr() as usize - text.as_ptr() as usize,
+            raw.to_owned(),
+        )
+    })
 }
 
 /// Parses a line that must hold one JSON object.
@@ -125,7 +140,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<RequestSpec, String> {
-        parse_batch_line(text, "requests.jsonl", 3).map_err(|e| e.to_string())
+        parse_batch_line(text, "requests.jsonl", 3, None).map_err(|e| e.to_string())
     }
 
     #[test]

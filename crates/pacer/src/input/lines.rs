@@ -13,6 +13,10 @@ pub(crate) struct JsonlLines {
     reader: BufReader<File>,
     buf: Vec<u8>,
     line: u64,
+    /// Bytes of the file before the next line to read.
+    pos: u64,
+    /// Where the text last returned starts in the file.
+    last_at: u64,
     path: PathBuf,
     name: String,
 }
@@ -24,6 +28,8 @@ impl JsonlLines {
             reader: BufReader::with_capacity(256 * 1024, file),
             buf: Vec::with_capacity(4096),
             line: 0,
+            pos: 0,
+            last_at: 0,
             path: path.to_owned(),
             name: path.display().to_string(),
         })
@@ -42,12 +48,19 @@ impl JsonlLines {
             .seek(SeekFrom::Start(offset))
             .map_err(|e| InputError::io(path, e))?;
         lines.line = lines_before;
+        lines.pos = offset;
         Ok(lines)
     }
 
     /// The file's name as the user gave it, for messages.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where the line last returned by [`next_line`](Self::next_line)
+    /// starts in the file (after a byte-order mark).
+    pub(crate) fn last_offset(&self) -> u64 {
+        self.last_at
     }
 
     /// The next non-blank line and its 1-based number, or `None` at the end.
@@ -61,6 +74,8 @@ impl JsonlLines {
             if n == 0 {
                 return Ok(None);
             }
+            let at = self.pos;
+            self.pos += n as u64;
             self.line += 1;
             let start = if self.line == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
                 3
@@ -68,6 +83,7 @@ impl JsonlLines {
                 0
             };
             if !self.buf[start..].iter().all(u8::is_ascii_whitespace) {
+                self.last_at = at + start as u64;
                 break start;
             }
         };

@@ -84,6 +84,7 @@ impl PromptRequests {
             url: url.to_owned(),
             estimate: estimate_request(Endpoint::from_path(url), &body),
             body: body.to_string(),
+            body_at: None,
             priority: prompt.priority,
             model: Some(self.model.clone()),
             line: prompt.line,

@@ -363,17 +363,20 @@ type Parsed = Vec<Result<RequestSpec, InputError>>;
 /// A long-lived parsing thread (the tokenizer keeps per-thread state that a
 /// fresh thread would build again).
 struct Helper {
-    jobs: std::sync::mpsc::Sender<Vec<(u64, String)>>,
+    jobs: std::sync::mpsc::Sender<Vec<LineText>>,
     done: std::sync::mpsc::Receiver<Parsed>,
 }
+
+/// A line of the file: its number, where it starts, its text.
+type LineText = (u64, u64, String);
 
 fn parse_one(
     prompts: Option<&PromptRequests>,
     name: &str,
-    (line, text): &(u64, String),
+    (line, at, text): &LineText,
 ) -> Result<RequestSpec, InputError> {
     match prompts {
-        None => parse_batch_line(text, name, *line),
+        None => parse_batch_line(text, name, *line, Some(*at)),
         Some(p) => parse_prompt_line(text, name, *line, p),
     }
 }
@@ -391,11 +394,14 @@ impl JsonlRequests {
     /// Reads up to [`PARSE_CHUNK`] lines and parses them on several threads
     /// into `parsed`, in input order; a read error ends the chunk.
     fn parse_chunk(&mut self) {
-        let mut texts: Vec<(u64, String)> = Vec::with_capacity(PARSE_CHUNK);
+        let mut texts: Vec<LineText> = Vec::with_capacity(PARSE_CHUNK);
         let mut read_error = None;
         while texts.len() < PARSE_CHUNK {
             match self.lines.next_line() {
-                Ok(Some((line, text))) => texts.push((line, text.to_owned())),
+                Ok(Some((line, text))) => {
+                    let text = text.to_owned();
+                    texts.push((line, self.lines.last_offset(), text));
+                }
                 Ok(None) => break,
                 Err(e) => {
                     read_error = Some(e);
@@ -418,7 +424,7 @@ impl JsonlRequests {
                 .min(PARSE_THREADS);
             (1..threads)
                 .filter_map(|_| {
-                    let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<(u64, String)>>();
+                    let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<LineText>>();
                     let (done_tx, done) = std::sync::mpsc::channel();
                     let name = self.name.clone();
                     let prompts = self.prompts.clone();
@@ -443,7 +449,7 @@ impl JsonlRequests {
         // The first part is parsed here, the others by the helpers; a helper
         // that is gone (it cannot fail short of a panic) leaves its part here.
         let per = texts.len().div_ceil(helpers.len() + 1).max(1);
-        let mut parts: Vec<Vec<(u64, String)>> = Vec::new();
+        let mut parts: Vec<Vec<LineText>> = Vec::new();
         while texts.len() > per {
             let rest = texts.split_off(texts.len() - per);
             parts.push(rest);
@@ -594,6 +600,52 @@ mod tests {
             .unwrap();
         assert_eq!(new.len(), 1);
         assert_eq!((new[0].custom_id.as_str(), new[0].line), ("c", 3));
+    }
+
+    #[test]
+    fn a_batch_bodys_place_in_the_file_is_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.jsonl");
+        let line = |i: usize| {
+            format!(
+                r#"{{"custom_id":"c{i}", "method":"POST","url":"/v1/chat/completions","body": {{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"é {i}"}}]}} }}"#
+            )
+        };
+        // A byte-order mark, CRLF endings, blank lines, and enough lines for
+        // the parsing threads; then lines appended later.
+        let mut text = String::from("\u{feff}");
+        for i in 0..700 {
+            text.push_str(&line(i));
+            text.push_str(if i % 2 == 0 { "\r\n" } else { "\n\n  \n" });
+        }
+        std::fs::write(&path, &text).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let source = Source::open(&path, &SourceOptions::default()).unwrap();
+        let check = |spec: RequestSpec| {
+            let at = spec.body_at.expect("a batch body has a place") as usize;
+            assert_eq!(&bytes[at..at + spec.body.len()], spec.body.as_bytes());
+        };
+        let mut n = 0;
+        for spec in source.requests().unwrap() {
+            check(spec.unwrap());
+            n += 1;
+        }
+        assert_eq!(n, 700);
+        let old_len = bytes.len() as u64;
+        std::fs::write(&path, format!("{text}{}\n", line(700))).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let source = Source::open(&path, &SourceOptions::default()).unwrap();
+        let check = |spec: RequestSpec| {
+            let at = spec.body_at.unwrap() as usize;
+            assert_eq!(&bytes[at..at + spec.body.len()], spec.body.as_bytes());
+        };
+        let appended: Vec<_> = source
+            .requests_after(old_len, 1400, Vec::new())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(appended.len(), 1);
+        appended.into_iter().for_each(check);
     }
 
     #[test]

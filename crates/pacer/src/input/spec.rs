@@ -15,6 +15,10 @@ pub struct RequestSpec {
     pub url: String,
     /// The JSON request body, as text, sent as is.
     pub body: String,
+    /// Where `body`'s bytes start in the input file, when they are the
+    /// file's own (Batch JSONL): the store then keeps where the body is
+    /// rather than a copy of it.
+    pub body_at: Option<u64>,
     /// Higher goes first; input order within a priority.
     pub priority: i64,
     /// The token charge a provider will count at admission.

@@ -501,6 +501,7 @@ mod from_state_tests {
             method: "POST".into(),
             url: "/v1/chat/completions".into(),
             body: "{}".into(),
+            body_at: None,
             priority: 0,
             estimate: TokenEstimate {
                 prompt: 10,

@@ -416,7 +416,7 @@ impl JobStore {
         let mut stmt = self
             .conn()
             .prepare_cached(
-                "SELECT r.idx, length(CAST(b.body AS BLOB)), r.est_prompt, r.est_output
+                "SELECT r.idx, COALESCE(length(CAST(b.body AS BLOB)), b.len), r.est_prompt, r.est_output
                  FROM requests AS r INDEXED BY requests_pending CROSS JOIN bodies AS b ON b.idx = r.idx
                  WHERE r.state = 0 AND r.url = ?1 AND r.model IS ?2
                  ORDER BY r.priority DESC, r.idx LIMIT ?3",
@@ -445,7 +445,8 @@ impl JobStore {
         let mut stmt = self
             .conn()
             .prepare(
-                "SELECT r.idx, b.body FROM requests AS r CROSS JOIN bodies AS b ON b.idx = r.idx
+                "SELECT r.idx, b.body, b.at, b.len, b.hash, r.custom_id
+                 FROM requests AS r CROSS JOIN bodies AS b ON b.idx = r.idx
                  WHERE r.batch = ?1 ORDER BY r.idx",
             )
             .map_err(|e| self.err(e))?;
@@ -453,7 +454,19 @@ impl JobStore {
         let mut n = 0;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let idx: i64 = row.get(0).map_err(|e| self.err(e))?;
-            let body: String = row.get(1).map_err(|e| self.err(e))?;
+            let body = match super::job_store::body_ref(row, 2).map_err(|e| self.err(e))? {
+                // Kept in the input: read from it, one at a time (a batch
+                // file is written once, not on the hot path).
+                Some(r) => {
+                    let custom_id: String = row.get(5).map_err(|e| self.err(e))?;
+                    let mut read = self.input_bodies()?.read(&[r], |_| custom_id.clone())?;
+                    read.pop().unwrap_or_default()
+                }
+                None => row
+                    .get::<_, Option<String>>(1)
+                    .map_err(|e| self.err(e))?
+                    .unwrap_or_default(),
+            };
             f(idx, &body).map_err(|e| StoreError::Io {
                 path: self.path().to_path_buf(),
                 source: e,
@@ -577,6 +590,7 @@ mod tests {
                 method: "POST".into(),
                 url: url.into(),
                 body: format!("{{\"n\":{i}}}"),
+                body_at: None,
                 priority: i64::from(i.is_multiple_of(3)),
                 estimate: TokenEstimate {
                     prompt: 10,

@@ -52,6 +52,10 @@ pub enum StoreError {
     /// unfinished tail after a crash is cut without asking).
     #[error("{path} has {extra} bytes after the {len} pacer wrote that pacer did not write: move them elsewhere (e.g. `truncate -s {len}` the file), or rerun with --restart to start over")]
     OutputForeignTail { path: PathBuf, len: u64, extra: u64 },
+    /// A body the state keeps as a place in the input file is not there
+    /// any more: the input was changed while the job was running.
+    #[error("{input} was changed while the job ran ({custom_id}'s body is no longer where it was): restore it and rerun, or rerun with --restart to start over")]
+    InputChangedDuringRun { input: PathBuf, custom_id: String },
     /// The writer thread is gone (it failed earlier, see the log).
     #[error("the state writer stopped: {0}")]
     WriterGone(String),
@@ -65,6 +69,7 @@ impl StoreError {
             self,
             StoreError::OutputTruncated { .. }
                 | StoreError::OutputChanged { .. }
+                | StoreError::InputChangedDuringRun { .. }
                 | StoreError::OutputForeignTail { .. }
         )
     }

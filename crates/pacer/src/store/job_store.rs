@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::bodies::{body_hash, BodyRef, InputBodies};
 use super::StoreError;
 use crate::input::RequestSpec;
 
@@ -121,6 +122,8 @@ pub struct JobStore {
     /// hash of those bytes, handed to the writer so it need not read the
     /// file again.
     output_hash: Option<(u64, blake3::Hasher)>,
+    /// The job's input, opened the first time a body is read from it.
+    input: std::cell::OnceCell<InputBodies>,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -156,6 +159,7 @@ impl JobStore {
             conn,
             path: path.to_path_buf(),
             output_hash: None,
+            input: std::cell::OnceCell::new(),
         };
         store.configure()?;
         store.migrate()?;
@@ -179,6 +183,7 @@ impl JobStore {
             conn,
             path: path.to_path_buf(),
             output_hash: None,
+            input: std::cell::OnceCell::new(),
         };
         // Reading the schema version checks that this is an SQLite file.
         let version: i64 = store
@@ -384,7 +389,9 @@ impl JobStore {
                 )
                 .map_err(|e| sql(&path, e))?;
             let mut insert_body = tx
-                .prepare("INSERT INTO bodies (idx, body) VALUES (?1, ?2)")
+                .prepare(
+                    "INSERT INTO bodies (idx, body, at, len, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
                 .map_err(|e| sql(&path, e))?;
             for spec in requests {
                 let spec = match spec {
@@ -403,9 +410,24 @@ impl JobStore {
                         count_to_sql(spec.estimate.max_output),
                     ])
                     .map_err(|e| sql(&path, e))?;
-                insert_body
-                    .execute(params![idx, spec.body])
-                    .map_err(|e| sql(&path, e))?;
+                // A body that is the input's own bytes is kept as where it is.
+                let kept = match spec.body_at.and_then(|at| i64::try_from(at).ok()) {
+                    Some(at) => insert_body.execute(params![
+                        idx,
+                        None::<String>,
+                        at,
+                        spec.body.len() as i64,
+                        body_hash(spec.body.as_bytes()),
+                    ]),
+                    None => insert_body.execute(params![
+                        idx,
+                        spec.body,
+                        None::<i64>,
+                        None::<i64>,
+                        None::<i64>
+                    ]),
+                };
+                kept.map_err(|e| sql(&path, e))?;
                 n += 1;
             }
         }
@@ -651,17 +673,18 @@ impl JobStore {
         limit: usize,
     ) -> Result<Vec<PendingRow>, StoreError> {
         let map = |r: &rusqlite::Row<'_>| {
-            Ok(PendingRow {
+            let row = PendingRow {
                 idx: r.get(0)?,
                 custom_id: r.get(1)?,
                 priority: r.get(2)?,
                 attempts: r.get::<_, i64>(3)?.clamp(0, u32::MAX as i64) as u32,
                 url: r.get(4)?,
-                body: r.get(5)?,
+                body: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
                 model: r.get(6)?,
                 est_prompt: count_from_sql(r.get(7)?),
                 est_output: count_from_sql(r.get(8)?),
-            })
+            };
+            Ok((row, body_ref(r, 9)?))
         };
         let rows = match after {
             None => {
@@ -685,7 +708,48 @@ impl JobStore {
                 rows.collect::<Result<Vec<_>, _>>()
             }
         };
-        rows.map_err(|e| self.err(e))
+        let rows = rows.map_err(|e| self.err(e))?;
+        self.with_bodies(rows)
+    }
+
+    /// Rows with their bodies: those kept in the input are read from it.
+    pub(super) fn with_bodies(
+        &self,
+        rows: Vec<(PendingRow, Option<BodyRef>)>,
+    ) -> Result<Vec<PendingRow>, StoreError> {
+        let (refs, at): (Vec<BodyRef>, Vec<usize>) = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, r))| r.map(|r| (r, i)))
+            .unzip();
+        let mut rows: Vec<PendingRow> = rows.into_iter().map(|(row, _)| row).collect();
+        if !refs.is_empty() {
+            let bodies = self
+                .input_bodies()?
+                .read(&refs, |i| rows[at[i]].custom_id.clone())?;
+            for (body, i) in bodies.into_iter().zip(at) {
+                rows[i].body = body;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The job's input, for bodies kept there: the path the last run gave
+    /// (meta `input_path`, set once its fingerprint was checked).
+    pub(super) fn input_bodies(&self) -> Result<&InputBodies, StoreError> {
+        if let Some(input) = self.input.get() {
+            return Ok(input);
+        }
+        let Some(path) = self.meta("input_path")? else {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(
+                    "the state keeps request bodies in its input file but not where that file is",
+                ),
+            });
+        };
+        let input = InputBodies::open(Path::new(&path))?;
+        Ok(self.input.get_or_init(|| input))
     }
 
     pub(super) fn conn_mut(&mut self) -> &mut Connection {
@@ -697,15 +761,33 @@ impl JobStore {
 /// keeps the pending index as the outer loop (each body is then looked up
 /// by idx): the planner may not reorder it.
 pub(super) const PENDING_FIRST: &str =
-    "SELECT r.idx, r.custom_id, r.priority, r.attempts, r.url, b.body, r.model, r.est_prompt, r.est_output
+    "SELECT r.idx, r.custom_id, r.priority, r.attempts, r.url, b.body, r.model, r.est_prompt, r.est_output,
+            b.at, b.len, b.hash
      FROM requests AS r INDEXED BY requests_pending CROSS JOIN bodies AS b ON b.idx = r.idx
      WHERE r.state = 0 ORDER BY r.priority DESC, r.idx LIMIT ?1";
 /// The next page after (priority ?1, idx ?2).
 pub(super) const PENDING_AFTER: &str =
-    "SELECT r.idx, r.custom_id, r.priority, r.attempts, r.url, b.body, r.model, r.est_prompt, r.est_output
+    "SELECT r.idx, r.custom_id, r.priority, r.attempts, r.url, b.body, r.model, r.est_prompt, r.est_output,
+            b.at, b.len, b.hash
      FROM requests AS r INDEXED BY requests_pending CROSS JOIN bodies AS b ON b.idx = r.idx
      WHERE r.state = 0 AND (r.priority < ?1 OR (r.priority = ?1 AND r.idx > ?2))
      ORDER BY r.priority DESC, r.idx LIMIT ?3";
+
+/// Where a body is in the input, from `at, len, hash` at column `first`
+/// (`None`: the body is in the row).
+pub(super) fn body_ref(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<BodyRef>> {
+    let at: Option<i64> = r.get(first)?;
+    let len: Option<i64> = r.get(first + 1)?;
+    let hash: Option<i64> = r.get(first + 2)?;
+    Ok(match (at, len, hash) {
+        (Some(at), Some(len), Some(hash)) => Some(BodyRef {
+            at: at.max(0) as u64,
+            len: len.max(0) as u64,
+            hash,
+        }),
+        _ => None,
+    })
+}
 
 /// Records the output's durable length and the hash of those bytes (in the
 /// caller's transaction, so the two always agree).

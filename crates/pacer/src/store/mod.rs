@@ -34,6 +34,7 @@
 //!   (`migrations/`), `now` never read inside: the store keeps no clocks.
 
 mod batches;
+mod bodies;
 mod error;
 mod history;
 mod job_store;

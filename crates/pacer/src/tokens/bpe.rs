@@ -507,11 +507,20 @@ impl Ranks {
     fn first_slot(&self, bytes: &[u8]) -> usize {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut h = bytes.len() as u64;
-        let mut chunks = bytes.chunks(8);
+        let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            h = (h.rotate_left(5) ^ word).wrapping_mul(K);
+        }
+        // The last few bytes as a zero-padded little-endian word, built
+        // byte by byte: copying a slice of unknown length called memcpy.
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b));
+            h = (h.rotate_left(5) ^ word).wrapping_mul(K);
         }
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);

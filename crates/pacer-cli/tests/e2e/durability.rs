@@ -201,3 +201,58 @@ async fn output_state_and_lock_files_are_owner_only() {
     assert_eq!(mode(&db), 0o600);
     assert!(!files[4].exists(), "the lock file is removed at the end");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_changed_under_a_running_job_stops_it_naming_the_request() {
+    // The state keeps a Batch body as its place in the input: a body edited
+    // while the job runs must stop it, not be sent as something else.
+    let env = Env::new(MockConfig {
+        latency: 20,
+        ..MockConfig::default()
+    })
+    .await;
+    let input = write_batch(env.dir.path(), "jobs.jsonl", 1500);
+    let results = env.path("jobs.results.jsonl");
+    let run = env
+        .pacer()
+        .args(["run", "jobs.jsonl", "--concurrency", "4", "--json"])
+        .spawn()
+        .expect("spawn pacer");
+    wait_for("the run's first results", || lines_in(&results) > 0).await;
+    // Same length, other bytes: only the hash can tell.
+    let original = std::fs::read_to_string(&input).unwrap();
+    let edited = original.replace("document r01400.", "document R01400.");
+    assert_ne!(edited, original);
+    std::fs::write(&input, &edited).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(90), run.wait_with_output())
+        .await
+        .expect("the run stopped")
+        .expect("pacer ran");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("jobs.jsonl was changed while the job ran")
+            && err.contains("r01400")
+            && err.contains("--restart"),
+        "{err}"
+    );
+    let sent = |id: &str| {
+        env.mock
+            .log()
+            .iter()
+            .filter(|e| e.client_request_id.as_deref() == Some(id))
+            .count()
+    };
+    assert_eq!(sent("r01400"), 0, "the edited request was sent");
+    let done = lines_in(&results);
+    assert!(done < 1500, "the run did not stop early ({done} results)");
+
+    // The input restored, the same command finishes the job; nothing that
+    // was answered is sent again.
+    std::fs::write(&input, &original).unwrap();
+    let again = env.run(&["run", "jobs.jsonl", "--json"]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_complete_and_matching(&input, &results);
+    assert_eq!(sent("r01400"), 1);
+    assert!(env.chats() <= 1500 + 4, "{} chats", env.chats());
+}

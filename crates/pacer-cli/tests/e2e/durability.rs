@@ -256,3 +256,33 @@ async fn an_input_changed_under_a_running_job_stops_it_naming_the_request() {
     assert_eq!(sent("r01400"), 1);
     assert!(env.chats() <= 1500 + 4, "{} chats", env.chats());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_during_its_import_starts_over_cleanly() {
+    // A first import goes through a rollback journal (not the WAL): a kill
+    // in the middle of it must leave a state the next run opens, rolls back
+    // and imports again, with nothing sent twice.
+    let env = Env::new(MockConfig::default()).await;
+    let input = write_batch(env.dir.path(), "jobs.jsonl", 8_000);
+    let results = env.path("jobs.results.jsonl");
+    let journal = env.path("jobs.results.pacer.db-journal");
+    let mut child = env
+        .pacer()
+        .args(["run", "jobs.jsonl", "--json"])
+        .spawn()
+        .expect("spawn pacer");
+    wait_for("the import's journal", || journal.exists()).await;
+    child.kill().await.expect("SIGKILL");
+    let _ = child.wait().await;
+    assert_eq!(env.chats(), 0, "nothing is sent before the import ends");
+
+    let out = env.run(&["run", "jobs.jsonl", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_complete_and_matching(&input, &results);
+    assert_eq!(env.chats(), 8_000, "each request sent once");
+    assert!(!journal.exists());
+    // And the state is in WAL mode for the run's writer: the header's
+    // read and write versions (bytes 18 and 19) are 2 in WAL mode, 1 not.
+    let header = std::fs::read(env.path("jobs.results.pacer.db")).unwrap();
+    assert_eq!(&header[18..20], &[2, 2]);
+}

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{PriceTable, Usage};
+use super::{Price, PriceTable, Usage};
 
 /// What one model has cost so far in a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,6 +40,9 @@ impl ModelSpend {
 pub struct CostMeter {
     prices: PriceTable,
     models: BTreeMap<String, ModelSpend>,
+    /// Each model's price as looked up once (a lookup tries several
+    /// spellings of the name; this runs on every answer).
+    looked_up: BTreeMap<String, Option<Price>>,
     known_usd: f64,
 }
 
@@ -48,6 +51,7 @@ impl CostMeter {
         CostMeter {
             prices,
             models: BTreeMap::new(),
+            looked_up: BTreeMap::new(),
             known_usd: 0.0,
         }
     }
@@ -60,11 +64,20 @@ impl CostMeter {
     /// Count one answered request. Returns its cost, or `None` when `model`
     /// has no price.
     pub fn record(&mut self, model: &str, usage: &Usage) -> Option<f64> {
-        let cost = self.prices.lookup(model).map(|p| p.cost(usage));
-        let spend = self
-            .models
-            .entry(model.to_string())
-            .or_insert_with(|| ModelSpend::new(model, cost.is_some()));
+        let price = match self.looked_up.get(model) {
+            Some(price) => *price,
+            None => {
+                let price = self.prices.lookup(model);
+                self.looked_up.insert(model.to_owned(), price);
+                price
+            }
+        };
+        let cost = price.map(|p| p.cost(usage));
+        if !self.models.contains_key(model) {
+            self.models
+                .insert(model.to_owned(), ModelSpend::new(model, cost.is_some()));
+        }
+        let spend = self.models.get_mut(model).expect("inserted above");
         spend.requests += 1;
         spend.prompt_tokens += usage.prompt_tokens;
         spend.cached_tokens += usage.cached_tokens;

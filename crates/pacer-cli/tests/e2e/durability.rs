@@ -286,3 +286,28 @@ async fn a_run_killed_during_its_import_starts_over_cleanly() {
     let header = std::fs::read(env.path("jobs.results.pacer.db")).unwrap();
     assert_eq!(&header[18..20], &[2, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_whose_path_is_not_text_keeps_its_bodies_in_the_state() {
+    // Bodies are read back from the input by its recorded path; a path that
+    // is not UTF-8 cannot be recorded as text, so the bodies are copied and
+    // the job runs and resumes as any other.
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new(MockConfig::default()).await;
+    let written = write_batch(env.dir.path(), "plain.jsonl", 40);
+    let name = std::ffi::OsStr::from_bytes(b"jobs-\xff.jsonl");
+    let input = env.dir.path().join(name);
+    std::fs::rename(&written, &input).unwrap();
+    let out = env
+        .pacer()
+        .arg("run")
+        .arg(name)
+        .args(["-o", "jobs.results.jsonl", "--json"])
+        .output()
+        .await
+        .expect("pacer ran");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let results = env.path("jobs.results.jsonl");
+    assert_complete_and_matching(&input, &results);
+    assert_eq!(env.chats(), 40);
+}

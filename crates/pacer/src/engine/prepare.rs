@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{EngineError, RunConfig, Via};
-use crate::input::Source;
+use crate::input::{RequestSpec, Source};
 use crate::store::{BatchRow, Counts, JobLock, JobStore, Recovery, StoreError};
 
 /// The state after start-up, ready for the writer.
@@ -63,6 +63,11 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
         remove_if_exists(&cfg.output)?;
     }
     let existed = cfg.state.exists();
+    // Bodies of Batch lines are read from the input when sent (the state
+    // keeps where they are), from the path each run records: a path that is
+    // not UTF-8 cannot be recorded as text, so then they are copied.
+    let input_path = std::fs::canonicalize(&cfg.input).unwrap_or_else(|_| cfg.input.clone());
+    let copied = input_path.to_str().is_none();
     let mut store = JobStore::open(&cfg.state)?;
     let fingerprint = source.fingerprint()?;
     if store.is_imported()? {
@@ -86,7 +91,7 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
             };
             let known = store.custom_ids()?;
             let appended = source.requests_after(old_len, lines_before, known)?;
-            store.append(&fingerprint, source.len()?, appended)??;
+            store.append(&fingerprint, source.len()?, appended.map(copy_if(copied)))??;
         }
     } else {
         let output_has_data = std::fs::metadata(&cfg.output)
@@ -102,7 +107,8 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
                 state: cfg.state.clone(),
             });
         }
-        let imported = store.import(&fingerprint, source.len()?, source.requests()?)?;
+        let requests = source.requests()?.map(copy_if(copied));
+        let imported = store.import(&fingerprint, source.len()?, requests)?;
         if let Err(e) = imported {
             drop(store);
             if !existed {
@@ -111,11 +117,11 @@ pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, EngineError> {
             return Err(e.into());
         }
     }
-    // Bodies of Batch lines are read from the input when sent (the state
-    // keeps where they are): from this run's path to it, now that its
-    // fingerprint says it is the job's input.
-    let input_path = std::fs::canonicalize(&cfg.input).unwrap_or_else(|_| cfg.input.clone());
-    store.set_meta("input_path", &input_path.to_string_lossy())?;
+    // This run's path to the input, now that its fingerprint says it is
+    // the job's (a path that is not text is not recorded: see above).
+    if let Some(path) = input_path.to_str() {
+        store.set_meta("input_path", path)?;
+    }
     let recovery = store.recover(&cfg.output)?;
     if cfg.fresh_provider {
         store.abandon_open_batches(
@@ -257,4 +263,17 @@ pub fn status(state: &Path) -> Result<StatusReport, EngineError> {
         counts: store.counts()?,
         batches: store.batches()?,
     })
+}
+
+/// Drops a body's place in the input when `copy` (the state then keeps a
+/// copy of the body).
+fn copy_if<E>(copy: bool) -> impl Fn(Result<RequestSpec, E>) -> Result<RequestSpec, E> {
+    move |spec| {
+        spec.map(|mut s| {
+            if copy {
+                s.body_at = None;
+            }
+            s
+        })
+    }
 }

@@ -12,8 +12,12 @@ fn line_id(custom_id: &str) -> String {
 
 /// An answer's body as JSON; a body that is not JSON is kept as text.
 pub fn parse_body(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    serde_json::from_slice(body).unwrap_or_else(|_| as_text(body))
+}
+
+/// A body that is not JSON, as a JSON string.
+fn as_text(body: &[u8]) -> Value {
+    Value::String(String::from_utf8_lossy(body).into_owned())
 }
 
 /// An answer's body read once, for its output line and its usage, without
@@ -62,9 +66,8 @@ struct Picked {
 /// Reads an answer's body once (see [`AnswerBody`]).
 pub fn read_answer(body: &[u8]) -> AnswerBody<'_> {
     let Ok(raw) = serde_json::from_slice::<&RawValue>(body) else {
-        let text = Value::String(String::from_utf8_lossy(body).into_owned());
         return AnswerBody {
-            json: OutputBody::Text(text),
+            json: OutputBody::Text(as_text(body)),
             usage: None,
             model: None,
         };
